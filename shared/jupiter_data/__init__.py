@@ -1,0 +1,1 @@
+"""jupiter-data core: settings, logging, ports, adapters and services shared by every function."""
