@@ -1,0 +1,3 @@
+from jupiter_data.cli import main
+
+raise SystemExit(main())

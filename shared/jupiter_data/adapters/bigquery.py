@@ -1,0 +1,68 @@
+"""BigQuery implementation of the ``Warehouse`` port."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+
+from jupiter_data.ports import Row, TransientError
+
+_TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, gexc.ServiceUnavailable, gexc.DeadlineExceeded)
+
+
+def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
+    """A typed query parameter; values never become SQL text."""
+    if isinstance(value, list | tuple):
+        item_type = _scalar_type(value[0]) if value else "STRING"
+        return bigquery.ArrayQueryParameter(name, item_type, list(value))
+    return bigquery.ScalarQueryParameter(name, _scalar_type(value), value)
+
+
+def _scalar_type(value: Any) -> str:
+    # bool before int: bool is a subclass of int.
+    for python_type, bq_type in (
+        (bool, "BOOL"),
+        (int, "INT64"),
+        (float, "FLOAT64"),
+        (dt.datetime, "TIMESTAMP"),
+        (dt.date, "DATE"),
+        (str, "STRING"),
+    ):
+        if isinstance(value, python_type):
+            return bq_type
+    raise TypeError(f"no BigQuery parameter type for {type(value).__name__}")
+
+
+class BigQueryWarehouse:
+    def __init__(self, client: bigquery.Client) -> None:
+        self._client = client
+
+    def _table_id(self, table: str) -> str:
+        return f"{self._client.project}.{table}"
+
+    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
+        if len(rows) != len(row_ids):
+            raise ValueError("rows and row_ids differ in length")
+        if not rows:
+            return
+        try:
+            errors = self._client.insert_rows_json(self._table_id(table), list(rows), row_ids=list(row_ids))
+        except _TRANSIENT as exc:
+            raise TransientError(f"streaming insert into {table} failed: {exc}") from exc
+        if errors:
+            raise ValueError(f"{len(errors)} row(s) rejected by {table}: {errors[:3]}")
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        config = bigquery.QueryJobConfig(
+            query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
+        )
+        try:
+            rows = self._client.query(sql, job_config=config).result()
+        except _TRANSIENT as exc:
+            raise TransientError(f"query failed: {exc}") from exc
+        for row in rows:
+            yield dict(row.items())

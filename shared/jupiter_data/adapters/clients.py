@@ -1,0 +1,57 @@
+"""Google Cloud clients, created lazily on first use and cached for the life of the instance.
+
+Nothing is created at import time, so a cold start pays only for the clients a request needs, and
+unit tests never touch the network. With an emulator host set, each client talks to the emulator with
+anonymous credentials; Pub/Sub and Cloud Storage clients read their variables themselves, BigQuery has
+no such variable in its client so ``BIGQUERY_EMULATOR_HOST`` is mapped to ``api_endpoint`` here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery, pubsub_v1, storage
+
+from jupiter_data.settings import Settings
+
+
+def _http_endpoint(host: str) -> str:
+    return host if host.startswith(("http://", "https://")) else f"http://{host}"
+
+
+@functools.cache
+def bigquery_client(settings: Settings) -> bigquery.Client:
+    if settings.bigquery_emulator_host:
+        return bigquery.Client(
+            project=settings.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options=ClientOptions(api_endpoint=_http_endpoint(settings.bigquery_emulator_host)),
+        )
+    return bigquery.Client(project=settings.project)
+
+
+@functools.cache
+def storage_client(settings: Settings) -> storage.Client:
+    if settings.storage_emulator_host:
+        # The storage library reads STORAGE_EMULATOR_HOST from the process environment and wants a
+        # scheme in it; settings may have come from elsewhere, so make the two agree.
+        os.environ["STORAGE_EMULATOR_HOST"] = _http_endpoint(settings.storage_emulator_host)
+        return storage.Client(project=settings.project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return storage.Client(project=settings.project)
+
+
+@functools.cache
+def publisher_client(settings: Settings) -> pubsub_v1.PublisherClient:
+    if settings.pubsub_emulator_host:
+        os.environ["PUBSUB_EMULATOR_HOST"] = settings.pubsub_emulator_host
+    return pubsub_v1.PublisherClient()
+
+
+@functools.cache
+def subscriber_client(settings: Settings) -> pubsub_v1.SubscriberClient:
+    if settings.pubsub_emulator_host:
+        os.environ["PUBSUB_EMULATOR_HOST"] = settings.pubsub_emulator_host
+    return pubsub_v1.SubscriberClient()

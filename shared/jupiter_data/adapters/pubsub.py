@@ -1,0 +1,27 @@
+"""Pub/Sub implementation of the ``Publisher`` port."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+from jupiter_data.ports import TransientError
+
+PUBLISH_TIMEOUT_SECONDS = 30.0
+
+
+class PubSubPublisher:
+    def __init__(self, client: pubsub_v1.PublisherClient, project: str) -> None:
+        self._client = client
+        self._project = project
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
+        future = self._client.publish(self._client.topic_path(self._project, topic), data, **(attributes or {}))
+        try:
+            return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
+        except (gexc.GoogleAPICallError, TimeoutError) as exc:
+            # Not-found topics are a deploy error, but the caller's answer is the same: not safely
+            # published, so let the sender retry.
+            raise TransientError(f"publish to {topic} failed: {exc}") from exc

@@ -1,0 +1,101 @@
+"""The operator CLI: ``python -m jupiter_data <command>``.
+
+Local-stack commands import ``jupiter_data.local`` lazily: that subpackage is dev-only and is not
+shipped inside function archives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jupiter_data.local.stack import LocalStack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jupiter_data", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="serve the local platform (emulators + functions) until Ctrl-C")
+    run.add_argument("--state-dir", type=Path, default=Path(".local"), help="logs, data and stack.env")
+    run.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed ones")
+
+    demo = commands.add_parser("demo", help="start a private stack, drive sample traffic, check it end to end")
+    demo.add_argument("--state-dir", type=Path, default=None, help="keep logs here (default: a temp dir)")
+
+    build = commands.add_parser("build", help="one reproducible archive per function under dist/")
+    build.add_argument("args", nargs=argparse.REMAINDER, help="passed to jupiter_data.build (see --help)")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args.state_dir, args.free_ports)
+    if args.command == "demo":
+        from jupiter_data.local.demo import run_demo
+
+        return run_demo(args.state_dir)
+    from jupiter_data.build import main as build_main
+
+    return build_main(args.args)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run(state_dir: Path, free_ports: bool) -> int:
+    from jupiter_data.local.stack import LocalStack, StackPorts
+    from jupiter_data.local.supervisor import StackAlreadyRunning, StartupError
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the stack as cleanly as Ctrl-C
+    stack = LocalStack(
+        state_dir.resolve(), StackPorts.free() if free_ports else StackPorts(), free_function_ports=free_ports
+    )
+    try:
+        print("starting emulators and functions …", flush=True)
+        stack.start()
+    except (StackAlreadyRunning, StartupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    try:
+        print(_banner(stack), flush=True)
+        while not (dead := stack.supervisor.dead_services()):
+            time.sleep(0.5)
+        print(f"error: {', '.join(dead)} exited; see {stack.supervisor.log_dir}; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping …", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def _banner(stack: LocalStack) -> str:
+    env = stack.env()
+    lines = [f"local platform healthy in {stack.startup_seconds:.1f}s", ""]
+    lines += [f"  {name:<24} {value}" for name, value in env.items() if "EMULATOR" in name or "ENDPOINT" in name]
+    for name, url in stack.function_urls().items():
+        lines.append(f"  {name:<24} {url}")
+    if not stack.functions:
+        lines.append("  (no functions built yet: functions/<name>/main.py appear with their issues)")
+    lines += [
+        "",
+        f"attach another shell:   source {stack.env_file}",
+        f"logs:                   {stack.supervisor.log_dir}",
+        "",
+        "try:",
+        f"  source {stack.env_file}",
+        "  curl -s $STORAGE_EMULATOR_HOST/storage/v1/b?project=$GOOGLE_CLOUD_PROJECT",
+        "  curl -s $BIGQUERY_EMULATOR_HOST/bigquery/v2/projects/$GOOGLE_CLOUD_PROJECT/datasets",
+        "  python -m jupiter_data --help",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)

