@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--state-dir", type=Path, default=Path(".local"), help="logs, data and stack.env")
     run.add_argument("--free-ports", action="store_true", help="pick free ports instead of the fixed ones")
 
-    demo = commands.add_parser("demo", help="start a private stack, drive sample traffic, check it end to end")
+    demo = commands.add_parser(
+        "demo", help="start a private stack, drive sample traffic, check it end to end"
+    )
     demo.add_argument("--state-dir", type=Path, default=None, help="keep logs here (default: a temp dir)")
 
     build = commands.add_parser("build", help="one reproducible archive per function under dist/")
@@ -80,7 +82,9 @@ def _run(state_dir: Path, free_ports: bool) -> int:
 def _banner(stack: LocalStack) -> str:
     env = stack.env()
     lines = [f"local platform healthy in {stack.startup_seconds:.1f}s", ""]
-    lines += [f"  {name:<24} {value}" for name, value in env.items() if "EMULATOR" in name or "ENDPOINT" in name]
+    lines += [
+        f"  {name:<24} {value}" for name, value in env.items() if "EMULATOR" in name or "ENDPOINT" in name
+    ]
     for name, url in stack.function_urls().items():
         lines.append(f"  {name:<24} {url}")
     if not stack.functions:

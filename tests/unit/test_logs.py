@@ -62,8 +62,12 @@ def test_trace_header_links_lines_inside_the_request_only(captured: io.StringIO)
 
 
 def test_w3c_traceparent_is_understood_and_garbage_is_ignored() -> None:
-    fields = trace_fields({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "p-roject")
-    assert fields["logging.googleapis.com/trace"] == "projects/p-roject/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    fields = trace_fields(
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "p-roject"
+    )
+    assert (
+        fields["logging.googleapis.com/trace"] == "projects/p-roject/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    )
     assert fields["logging.googleapis.com/spanId"] == "00f067aa0ba902b7"
     assert trace_fields({"X-Cloud-Trace-Context": "not-a-trace"}, "p-roject") == {}
     assert trace_fields({}, "p-roject") == {}

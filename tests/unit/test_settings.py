@@ -33,7 +33,12 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
     }
     with pytest.raises(SettingsError) as err:
         Settings.from_env(env)
-    assert set(err.value.problems) == {"GOOGLE_CLOUD_PROJECT", "JUPITER_ENV", "LOG_LEVEL", "PUBSUB_EMULATOR_HOST"}
+    assert set(err.value.problems) == {
+        "GOOGLE_CLOUD_PROJECT",
+        "JUPITER_ENV",
+        "LOG_LEVEL",
+        "PUBSUB_EMULATOR_HOST",
+    }
     assert "not one of local, staging, production" in err.value.problems["JUPITER_ENV"]
 
 

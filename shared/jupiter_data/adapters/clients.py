@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import os
 
+import google.cloud.pubsub_v1 as pubsub_v1  # untyped: plain import keeps mypy quiet
+import google.cloud.storage as storage  # untyped: plain import keeps mypy quiet
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery, pubsub_v1, storage
+from google.cloud import bigquery
 
 from jupiter_data.settings import Settings
 

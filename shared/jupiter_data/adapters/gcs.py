@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import BinaryIO, cast
 
+import google.cloud.storage as storage  # untyped: plain import keeps mypy quiet
 from google.api_core import exceptions as gexc
-from google.cloud import storage
 
 from jupiter_data.ports import PreconditionFailed
 
@@ -33,7 +33,9 @@ class GcsObjectStore:
                     data, content_type=content_type, if_generation_match=if_generation_match
                 )
             else:
-                blob.upload_from_file(data, content_type=content_type, if_generation_match=if_generation_match)
+                blob.upload_from_file(
+                    data, content_type=content_type, if_generation_match=if_generation_match
+                )
         except gexc.PreconditionFailed as exc:
             raise PreconditionFailed(f"gs://{bucket}/{name} exists at another generation") from exc
         return int(blob.generation)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import google.cloud.pubsub_v1 as pubsub_v1  # untyped: plain import keeps mypy quiet
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
 
 from jupiter_data.ports import TransientError
 
@@ -18,7 +18,9 @@ class PubSubPublisher:
         self._project = project
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
-        future = self._client.publish(self._client.topic_path(self._project, topic), data, **(attributes or {}))
+        future = self._client.publish(
+            self._client.topic_path(self._project, topic), data, **(attributes or {})
+        )
         try:
             return str(future.result(timeout=PUBLISH_TIMEOUT_SECONDS))
         except (gexc.GoogleAPICallError, TimeoutError) as exc:

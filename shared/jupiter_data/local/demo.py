@@ -43,7 +43,10 @@ def check_pubsub(stack: LocalStack) -> str:
         response = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=5)
         if response.received_messages:
             subscriber.acknowledge(
-                request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]}
+                request={
+                    "subscription": subscription,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
             )
         received |= {m.message.message_id for m in response.received_messages}
     subscriber.delete_subscription(request={"subscription": subscription})
@@ -80,7 +83,8 @@ def check_bigquery(stack: LocalStack) -> str:
     )
     warehouse = BigQueryWarehouse(client)
     warehouse.insert_rows(table, [{"id": f"r{n}", "n": n} for n in range(5)], [f"r{n}" for n in range(5)])
-    rows = list(warehouse.query(f"SELECT COUNT(*) AS c FROM `{table}` WHERE n >= @low", {"low": 2}))
+    sql = f"SELECT COUNT(*) AS c FROM `{table}` WHERE n >= @low"  # noqa: S608 - generated table name
+    rows = list(warehouse.query(sql, {"low": 2}))
     client.delete_table(f"{settings.project}.{table}")
     if rows != [{"c": 3}]:
         raise AssertionError(f"expected 3 rows with n >= 2, got {rows}")

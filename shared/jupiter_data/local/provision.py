@@ -7,8 +7,9 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
+import google.cloud.pubsub_v1 as pubsub_v1  # untyped: plain import keeps mypy quiet
 from google.api_core import exceptions as gexc
-from google.cloud import bigquery, pubsub_v1
+from google.cloud import bigquery
 from google.protobuf import duration_pb2
 
 from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client, subscriber_client
@@ -67,7 +68,9 @@ def _pubsub(settings: Settings, resources: Resources, function_urls: Mapping[str
                 "dead_letter_topic": publisher.topic_path(settings.project, dead_letter),
                 "max_delivery_attempts": retry["max_delivery_attempts"],
             }
-        _subscribe(subscriber, settings.project, trigger_subscription_name(topic, function.name), topic, request)
+        _subscribe(
+            subscriber, settings.project, trigger_subscription_name(topic, function.name), topic, request
+        )
 
 
 def _subscribe(

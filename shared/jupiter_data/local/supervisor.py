@@ -57,6 +57,8 @@ class _Running:
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections lingering in TIME_WAIT do not make a port busy, a listener does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -153,7 +155,9 @@ class Supervisor:
             if waiting and time.monotonic() > deadline:
                 first = waiting[0]
                 raise StartupError(
-                    first.service.name, f"health check did not pass within {timeout:.0f}s", tail(first.log_path)
+                    first.service.name,
+                    f"health check did not pass within {timeout:.0f}s",
+                    tail(first.log_path),
                 )
             if waiting:
                 time.sleep(0.1)
