@@ -109,7 +109,7 @@ class LocalStack:
             Service(
                 "storage",
                 [_fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(p.storage),
-                 "-backend", "filesystem", "-filesystem-root", str(self.state_dir / "gcs"),
+                 "-backend", "memory",  # the filesystem backend cannot version buckets
                  "-external-url", f"http://127.0.0.1:{p.storage}", "-public-host", f"127.0.0.1:{p.storage}",
                  "-log-level", "warn"],
                 p.storage,
