@@ -1,0 +1,545 @@
+"""The project's Pub/Sub emulator, driven by the real google-cloud-pubsub clients.
+
+One emulator per module; every test makes its own topics and subscriptions (unique names), so tests
+do not depend on each other's leftovers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.api_core import exceptions
+from google.cloud import pubsub_v1
+from werkzeug.serving import make_server
+
+from jupiter_data.local.pubsub_emulator import PubSubEmulator
+
+pytestmark = pytest.mark.timeout(30)
+
+PROJECT = "jupiter-test"
+Publisher = pubsub_v1.PublisherClient
+Subscriber = pubsub_v1.SubscriberClient
+
+
+def fast_retries(maximum_ms: int) -> dict[str, timedelta]:
+    return {
+        "minimum_backoff": timedelta(milliseconds=50),
+        "maximum_backoff": timedelta(milliseconds=maximum_ms),
+    }
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[PubSubEmulator]:
+    emu = PubSubEmulator()
+    emu.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PUBSUB_EMULATOR_HOST", emu.address)  # read when a client is constructed
+            yield emu
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def publisher(emulator: PubSubEmulator) -> Iterator[Publisher]:
+    client = pubsub_v1.PublisherClient()
+    yield client
+    client.stop()
+
+
+@pytest.fixture(scope="module")
+def subscriber(emulator: PubSubEmulator) -> Iterator[Subscriber]:
+    client = pubsub_v1.SubscriberClient()
+    yield client
+    client.close()
+
+
+def unique(kind: str, project: str = PROJECT) -> str:
+    return f"projects/{project}/{kind}/t-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pull(subscriber: Subscriber, subscription: str, want: int, timeout: float = 10.0) -> list[Any]:
+    """Pull until `want` messages arrived (long-polls in the emulator, never a fixed sleep)."""
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < want:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {len(received)} of {want} messages within {timeout}s"
+        response = subscriber.pull(
+            subscription=subscription, max_messages=want - len(received), timeout=min(2, left)
+        )
+        received.extend(response.received_messages)
+    return received
+
+
+def pull_nothing(subscriber: Subscriber, subscription: str) -> bool:
+    response = subscriber.pull(subscription=subscription, max_messages=10, return_immediately=True)
+    return not response.received_messages
+
+
+def make_topic_and_subscription(
+    publisher: Publisher, subscriber: Subscriber, **subscription: Any
+) -> tuple[str, str]:
+    topic = publisher.create_topic(name=unique("topics")).name
+    name = unique("subscriptions")
+    subscriber.create_subscription(request={"name": name, "topic": topic, **subscription})
+    return topic, name
+
+
+class PushEndpoint:
+    """An HTTP endpoint recording push requests; `status(n)` decides the answer to request n (1-based)."""
+
+    def __init__(
+        self, status: Callable[[int], int] = lambda n: 204, port: int = 0, delay: float = 0.0
+    ) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = self.max_in_flight = 0
+        lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    endpoint.requests.append({"body": body, "content_type": self.headers["Content-Type"]})
+                    code = status(len(endpoint.requests))
+                    endpoint.in_flight += 1
+                    endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
+                time.sleep(delay)
+                with lock:
+                    endpoint.in_flight -= 1
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/push"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoints() -> Iterator[list[PushEndpoint]]:
+    started: list[PushEndpoint] = []
+    yield started
+    for endpoint in started:
+        endpoint.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- administration ----------------------------------------------------------------------------------
+
+
+def test_topic_lifecycle_and_errors(publisher: Publisher) -> None:
+    project = f"p-{uuid.uuid4().hex[:8]}"
+    names = sorted(unique("topics", project) for _ in range(5))
+    for name in names:
+        assert publisher.create_topic(name=name).name == name
+
+    assert publisher.get_topic(topic=names[0]).name == names[0]
+    # page_size 2 makes the client follow next_page_token across three pages
+    assert [
+        t.name for t in publisher.list_topics(request={"project": f"projects/{project}", "page_size": 2})
+    ] == names
+
+    with pytest.raises(exceptions.AlreadyExists):
+        publisher.create_topic(name=names[0])
+    with pytest.raises(exceptions.InvalidArgument):
+        publisher.create_topic(name=f"projects/{project}/topics/x")  # ids are 3..255 characters
+    with pytest.raises(exceptions.InvalidArgument):
+        publisher.create_topic(name=f"projects/{project}/subscriptions/not-a-topic")
+
+    publisher.delete_topic(topic=names[0])
+    with pytest.raises(exceptions.NotFound):
+        publisher.get_topic(topic=names[0])
+    with pytest.raises(exceptions.NotFound):
+        publisher.delete_topic(topic=names[0])
+    with pytest.raises(exceptions.NotFound):
+        publisher.publish(names[0], b"lost").result(timeout=10)
+
+
+def test_subscription_lifecycle_and_errors(publisher: Publisher, subscriber: Subscriber) -> None:
+    project = f"p-{uuid.uuid4().hex[:8]}"
+    topic = publisher.create_topic(name=unique("topics", project)).name
+    name = unique("subscriptions", project)
+
+    with pytest.raises(exceptions.NotFound):
+        subscriber.create_subscription(name=name, topic=unique("topics", project))
+    created = subscriber.create_subscription(name=name, topic=topic)
+    assert created.ack_deadline_seconds == 10  # the real default when none is given
+    with pytest.raises(exceptions.AlreadyExists):
+        subscriber.create_subscription(name=name, topic=topic)
+    with pytest.raises(exceptions.InvalidArgument):
+        subscriber.create_subscription(name=f"projects/{project}/topics/wrong-kind", topic=topic)
+    with pytest.raises(exceptions.MethodNotImplemented):  # refused loudly rather than ignored
+        subscriber.create_subscription(
+            request={"name": unique("subscriptions"), "topic": topic, "filter": "x"}
+        )
+
+    assert subscriber.get_subscription(subscription=name).topic == topic
+    assert [s.name for s in subscriber.list_subscriptions(project=f"projects/{project}")] == [name]
+    assert list(publisher.list_topic_subscriptions(topic=topic)) == [name]
+
+    updated = subscriber.update_subscription(
+        request={
+            "subscription": {
+                "name": name,
+                "ack_deadline_seconds": 30,
+                "push_config": {"push_endpoint": "http://127.0.0.1:9/push"},
+                "labels": {"team": "data"},
+            },
+            "update_mask": {"paths": ["ack_deadline_seconds", "push_config"]},
+        }
+    )
+    assert updated.ack_deadline_seconds == 30
+    assert updated.push_config.push_endpoint == "http://127.0.0.1:9/push"
+    assert not updated.labels  # not in the mask
+    with pytest.raises(exceptions.InvalidArgument):
+        subscriber.update_subscription(
+            request={"subscription": {"name": name, "topic": topic}, "update_mask": {"paths": ["topic"]}}
+        )
+    subscriber.modify_push_config(subscription=name, push_config={})
+    assert not subscriber.get_subscription(subscription=name).push_config.push_endpoint
+
+    publisher.delete_topic(topic=topic)  # the subscription survives, detached from its topic
+    assert subscriber.get_subscription(subscription=name).topic == "_deleted-topic_"
+    subscriber.delete_subscription(subscription=name)
+    with pytest.raises(exceptions.NotFound):
+        subscriber.get_subscription(subscription=name)
+    with pytest.raises(exceptions.NotFound):
+        subscriber.delete_subscription(subscription=name)
+
+
+def test_unimplemented_rpcs_answer_promptly(emulator: PubSubEmulator, subscriber: Subscriber) -> None:
+    with grpc.insecure_channel(emulator.address) as channel:
+        for method in (
+            "/google.pubsub.v1.Subscriber/Seek",
+            "/google.pubsub.v1.Publisher/DetachSubscription",
+            "/google.iam.v1.IAMPolicy/GetIamPolicy",  # a service the emulator does not serve at all
+        ):
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                channel.unary_unary(method)(b"", timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, method
+            # Well under the 5 s deadline: the answer is UNIMPLEMENTED, not a timeout.
+            assert time.monotonic() - started < 4.0, method
+
+    started = time.monotonic()
+    with pytest.raises(exceptions.MethodNotImplemented):
+        subscriber.create_snapshot(name=unique("snapshots"), subscription=unique("subscriptions"), timeout=5)
+    assert time.monotonic() - started < 4.0
+
+
+# -- pull --------------------------------------------------------------------------------------------
+
+
+def test_publish_pull_ack(emulator: PubSubEmulator, publisher: Publisher, subscriber: Subscriber) -> None:
+    topic = publisher.create_topic(name=unique("topics")).name
+    publisher.publish(topic, b"before any subscription").result(timeout=10)
+    subscription = subscriber.create_subscription(name=unique("subscriptions"), topic=topic).name
+
+    ids = [publisher.publish(topic, f"m{i}".encode(), n=str(i)).result(timeout=10) for i in range(3)]
+    received = pull(subscriber, subscription, 3)
+
+    assert sorted(r.message.message_id for r in received) == sorted(ids)
+    attributes = {r.message.data: r.message.attributes["n"] for r in received}
+    assert attributes == {b"m0": "0", b"m1": "1", b"m2": "2"}
+    assert all(r.message.publish_time.timestamp() > time.time() - 60 for r in received)
+    assert all(r.delivery_attempt == 0 for r in received)  # only reported with a dead-letter policy
+    subscriber.acknowledge(subscription=subscription, ack_ids=[r.ack_id for r in received])
+
+    assert emulator.unacked_count(subscription) == 0
+    assert pull_nothing(subscriber, subscription)  # acked: gone; published earlier: never delivered
+
+
+def test_streaming_pull_receives_and_acks(
+    emulator: PubSubEmulator, publisher: Publisher, subscriber: Subscriber
+) -> None:
+    topic, subscription = make_topic_and_subscription(publisher, subscriber)
+    received: list[bytes] = []
+
+    def callback(message: Any) -> None:
+        received.append(message.data)
+        message.ack()
+
+    future = subscriber.subscribe(subscription, callback)
+    try:
+        for f in [publisher.publish(topic, f"s{i}".encode()) for i in range(50)]:
+            f.result(timeout=10)
+        wait_for(lambda: len(received) >= 50, what="50 messages through streaming pull")
+        wait_for(lambda: emulator.unacked_count(subscription) == 0, what="acks to arrive")
+    finally:
+        future.cancel()
+        future.result(timeout=10)  # the stream ends cleanly on cancel
+    assert sorted(received) == sorted(f"s{i}".encode() for i in range(50))
+
+
+def test_streaming_pull_on_missing_subscription_fails(subscriber: Subscriber) -> None:
+    future = subscriber.subscribe(unique("subscriptions"), lambda message: None)
+    with pytest.raises(exceptions.NotFound):
+        future.result(timeout=10)
+
+
+def test_redelivery_after_ack_deadline(publisher: Publisher, subscriber: Subscriber) -> None:
+    # 1 s is below the real 10 s minimum; the emulator allows it so this test is quick.
+    topic, subscription = make_topic_and_subscription(publisher, subscriber, ack_deadline_seconds=1)
+    message_id = publisher.publish(topic, b"unacked").result(timeout=10)
+
+    first = pull(subscriber, subscription, 1)[0]
+    started = time.monotonic()
+    second = pull(subscriber, subscription, 1)[0]  # not acked: comes back once the deadline passes
+
+    assert time.monotonic() - started > 0.5
+    assert first.message.message_id == second.message.message_id == message_id
+    assert first.ack_id != second.ack_id
+    subscriber.acknowledge(subscription=subscription, ack_ids=[second.ack_id])
+    subscriber.acknowledge(subscription=subscription, ack_ids=[first.ack_id])  # stale: ignored
+
+
+def test_modify_ack_deadline_extends_and_nacks(publisher: Publisher, subscriber: Subscriber) -> None:
+    topic, subscription = make_topic_and_subscription(publisher, subscriber, ack_deadline_seconds=60)
+    publisher.publish(topic, b"nack me").result(timeout=10)
+
+    first = pull(subscriber, subscription, 1)[0]
+    subscriber.modify_ack_deadline(subscription=subscription, ack_ids=[first.ack_id], ack_deadline_seconds=0)
+    started = time.monotonic()
+    second = pull(subscriber, subscription, 1)[0]
+    assert time.monotonic() - started < 20.0  # a nack is redelivered at once, not after the 60 s deadline
+    assert second.message.data == b"nack me"
+
+    subscriber.modify_ack_deadline(subscription=subscription, ack_ids=[second.ack_id], ack_deadline_seconds=1)
+    third = pull(subscriber, subscription, 1)[0]  # the shortened deadline expires
+    assert third.message.message_id == second.message.message_id
+    subscriber.acknowledge(subscription=subscription, ack_ids=[third.ack_id])
+    assert pull_nothing(subscriber, subscription)
+
+
+def test_pull_dead_letter_after_max_attempts(publisher: Publisher, subscriber: Subscriber) -> None:
+    _, dead_subscription = dead = make_topic_and_subscription(publisher, subscriber)
+    topic, subscription = make_topic_and_subscription(
+        publisher,
+        subscriber,
+        dead_letter_policy={"dead_letter_topic": dead[0], "max_delivery_attempts": 2},  # real minimum is 5
+    )
+    publisher.publish(topic, b"poison", origin="test").result(timeout=10)
+
+    for attempt in (1, 2):
+        received = pull(subscriber, subscription, 1)[0]
+        assert received.delivery_attempt == attempt
+        subscriber.modify_ack_deadline(
+            subscription=subscription, ack_ids=[received.ack_id], ack_deadline_seconds=0
+        )
+
+    dead_lettered = pull(subscriber, dead_subscription, 1)[0].message
+    assert dead_lettered.data == b"poison"
+    assert dead_lettered.attributes["origin"] == "test"
+    assert dead_lettered.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "2"
+    assert dead_lettered.attributes["CloudPubSubDeadLetterSourceSubscription"] == subscription.split("/")[-1]
+    assert pull_nothing(subscriber, subscription)
+
+
+# -- push --------------------------------------------------------------------------------------------
+
+
+def test_push_retries_with_backoff_until_acked(
+    emulator: PubSubEmulator,
+    publisher: Publisher,
+    subscriber: Subscriber,
+    endpoints: list[PushEndpoint],
+) -> None:
+    endpoint = PushEndpoint(status=lambda n: 500 if n == 1 else 503 if n == 2 else 204)
+    endpoints.append(endpoint)
+    topic, subscription = make_topic_and_subscription(
+        publisher, subscriber, push_config={"push_endpoint": endpoint.url}
+    )
+    message_id = publisher.publish(topic, b'{"hello": 1}', source="sns").result(timeout=10)
+
+    wait_for(
+        lambda: emulator.unacked_count(subscription) == 0 and len(endpoint.requests) >= 3, what="push ack"
+    )
+    time.sleep(0.3)  # longer than the next backoff would be: no further delivery may follow the ack
+    assert len(endpoint.requests) == 3
+    for request in endpoint.requests:
+        body = request["body"]
+        assert request["content_type"] == "application/json"
+        assert body["subscription"] == subscription
+        assert body["message"]["messageId"] == body["message"]["message_id"] == message_id
+        assert base64.b64decode(body["message"]["data"]) == b'{"hello": 1}'
+        assert body["message"]["attributes"] == {"source": "sns"}
+        assert body["message"]["publishTime"].endswith("Z")
+        assert "deliveryAttempt" not in body  # only sent with a dead-letter policy
+
+
+def test_push_delivers_concurrently(
+    emulator: PubSubEmulator,
+    publisher: Publisher,
+    subscriber: Subscriber,
+    endpoints: list[PushEndpoint],
+) -> None:
+    endpoint = PushEndpoint(delay=0.2)
+    endpoints.append(endpoint)
+    topic, subscription = make_topic_and_subscription(
+        publisher, subscriber, push_config={"push_endpoint": endpoint.url}
+    )
+    for f in [publisher.publish(topic, f"c{i}".encode()) for i in range(32)]:
+        f.result(timeout=10)
+    wait_for(
+        lambda: emulator.unacked_count(subscription) == 0 and len(endpoint.requests) == 32, what="32 pushes"
+    )
+    assert endpoint.max_in_flight >= 8  # one at a time would never exceed 1
+
+
+def test_push_dead_letter_after_max_attempts(
+    publisher: Publisher, subscriber: Subscriber, endpoints: list[PushEndpoint]
+) -> None:
+    endpoint = PushEndpoint(status=lambda n: 500)
+    endpoints.append(endpoint)
+    dead_topic, dead_subscription = make_topic_and_subscription(publisher, subscriber)
+    topic, _ = make_topic_and_subscription(
+        publisher,
+        subscriber,
+        push_config={"push_endpoint": endpoint.url},
+        dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 3},
+        retry_policy=fast_retries(100),
+    )
+    publisher.publish(topic, b"never accepted").result(timeout=10)
+
+    dead_lettered = pull(subscriber, dead_subscription, 1)[0].message
+    assert dead_lettered.data == b"never accepted"
+    assert dead_lettered.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "3"
+    assert [r["body"]["deliveryAttempt"] for r in endpoint.requests] == [1, 2, 3]
+
+
+def test_push_waits_for_endpoint_to_come_back(
+    emulator: PubSubEmulator,
+    publisher: Publisher,
+    subscriber: Subscriber,
+    endpoints: list[PushEndpoint],
+) -> None:
+    port = free_port()  # nothing listens here yet: connection refused
+    dead_topic = publisher.create_topic(name=unique("topics")).name
+    topic, subscription = make_topic_and_subscription(
+        publisher,
+        subscriber,
+        push_config={"push_endpoint": f"http://127.0.0.1:{port}/push"},
+        # a generous dead-letter policy only so the envelope reports deliveryAttempt
+        dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 100},
+        retry_policy=fast_retries(200),
+    )
+    publisher.publish(topic, b"while down").result(timeout=10)
+    time.sleep(0.5)  # several refused attempts
+
+    endpoint = PushEndpoint(port=port)
+    endpoints.append(endpoint)
+    wait_for(lambda: emulator.unacked_count(subscription) == 0, what="delivery after the endpoint came back")
+    assert len(endpoint.requests) == 1
+    body = endpoint.requests[0]["body"]
+    assert base64.b64decode(body["message"]["data"]) == b"while down"
+    assert body["deliveryAttempt"] > 1
+
+
+FUNCTION_SOURCE = """
+import json
+
+import functions_framework
+
+
+@functions_framework.cloud_event
+def handle(event):
+    record = {{"type": event["type"], "source": event["source"], "data": event.data}}
+    with open({out!r}, "a") as out:
+        out.write(json.dumps(record) + "\\n")
+"""
+
+
+def test_push_envelope_reaches_a_functions_framework_cloudevent_function(
+    tmp_path: Path, emulator: PubSubEmulator, publisher: Publisher, subscriber: Subscriber
+) -> None:
+    import functions_framework
+
+    events = tmp_path / "events.ndjson"
+    source = tmp_path / "main.py"
+    source.write_text(FUNCTION_SOURCE.format(out=str(events)))
+    app = functions_framework.create_app(target="handle", source=str(source), signature_type="cloudevent")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        topic = publisher.create_topic(name=unique("topics")).name
+        url = f"http://127.0.0.1:{server.server_port}/{topic}"  # the path gives the event its source
+        subscription = subscriber.create_subscription(
+            request={"name": unique("subscriptions"), "topic": topic, "push_config": {"push_endpoint": url}}
+        ).name
+        message_id = publisher.publish(topic, b'{"event": "signup"}', kind="user").result(timeout=10)
+
+        wait_for(lambda: events.exists() and emulator.unacked_count(subscription) == 0, what="function call")
+    finally:
+        server.shutdown()
+
+    [event] = [json.loads(line) for line in events.read_text().splitlines()]
+    assert event["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert event["source"] == f"//pubsub.googleapis.com/{topic}"
+    message = event["data"]["message"]
+    assert base64.b64decode(message["data"]) == b'{"event": "signup"}'
+    assert message["attributes"] == {"kind": "user"}
+    assert message["messageId"] == message_id
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def test_module_runs_in_foreground_and_exits_cleanly_on_sigterm() -> None:
+    port = free_port()
+    command = ["-m", "jupiter_data.local.pubsub_emulator", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, *command],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        assert f"listening on 127.0.0.1:{port}" in process.stderr.readline()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+        process.wait()
