@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build"]:  # build owns its options (jupiter_data/build.py); argparse can't forward them
+        from jupiter_data.build import main as build_main
+
+        return build_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m jupiter_data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -31,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--state-dir", type=Path, default=None, help="keep logs here (default: a temp dir)")
 
-    build = commands.add_parser("build", help="one reproducible archive per function under dist/")
-    build.add_argument("args", nargs=argparse.REMAINDER, help="passed to jupiter_data.build (see --help)")
+    commands.add_parser("build", help="one reproducible archive per function under dist/ (build --help)")
 
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -41,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from jupiter_data.local.demo import run_demo
 
         return run_demo(args.state_dir)
-    from jupiter_data.build import main as build_main
-
-    return build_main(args.args)
+    raise AssertionError(f"unhandled command {args.command}")
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
