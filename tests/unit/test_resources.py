@@ -31,7 +31,5 @@ def test_bucket_names_are_prefixed_by_project_and_roles_are_checked() -> None:
 
 
 def test_function_folders_only_exist_for_listed_functions() -> None:
-    folders = {
-        p.name for p in (REPO_ROOT / "functions").iterdir() if p.is_dir() and not p.name.startswith(".")
-    }
+    folders = {p.name for p in (REPO_ROOT / "functions").iterdir() if p.is_dir()}
     assert folders <= set(FUNCTION_ORDER)
