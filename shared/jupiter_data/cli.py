@@ -56,7 +56,9 @@ def _run(state_dir: Path, free_ports: bool) -> int:
     from jupiter_data.local.stack import LocalStack, StackPorts
     from jupiter_data.local.supervisor import StackAlreadyRunning, StartupError
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the stack as cleanly as Ctrl-C
+    # Ctrl-C and SIGTERM stop the stack the same way; set SIGINT too, as a background job ignores it.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupt)
     stack = LocalStack(
         state_dir.resolve(), StackPorts.free() if free_ports else StackPorts(), free_function_ports=free_ports
     )
