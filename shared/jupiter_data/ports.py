@@ -17,6 +17,10 @@ class TransientError(Exception):
     """A failure worth retrying (5xx, timeout, quota): the caller should let the trigger redeliver."""
 
 
+class PermanentError(Exception):
+    """A failure that will not go away on retry (a 4xx from a remote, an oversized response)."""
+
+
 class PreconditionFailed(Exception):
     """A conditional write lost a race (e.g. the object already exists at another generation)."""
 
@@ -55,6 +59,16 @@ class ObjectStore(Protocol):
 class Publisher(Protocol):
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str] | None = None) -> str:
         """Publish and block until the bus acknowledged it; returns the message id."""
+
+
+class SnsGateway(Protocol):
+    """The two calls the bridge makes to SNS hosts (or, locally, to moto)."""
+
+    def fetch_certificate(self, url: str) -> bytes:
+        """The PEM at ``url`` (already validated as an SNS certificate URL); cached per URL."""
+
+    def confirm_subscription(self, url: str) -> None:
+        """GET the (validated) SubscribeURL of a SubscriptionConfirmation."""
 
 
 class Clock(Protocol):

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -65,7 +66,36 @@ class Settings:
         return settings
 
 
-# Every variable read above, in one list for docs, Terraform checks and the local stack.
+@dataclass(frozen=True)
+class BridgeSettings:
+    """What ``sns_to_pubsub`` reads on top of ``Settings``."""
+
+    allowed_topic_arns: frozenset[str]
+    max_message_age: timedelta
+    events_topic: str
+    # Local emulation only: fetch SNS certificates (and confirm subscriptions) from this base URL
+    # instead of the SNS host the message names. Refused outside JUPITER_ENV=local.
+    cert_base_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BridgeSettings:
+        environ = os.environ if environ is None else environ
+        reader = _Reader(environ)
+        settings = cls(
+            allowed_topic_arns=reader.get("SNS_ALLOWED_TOPIC_ARNS", _topic_arns),
+            max_message_age=reader.get("SNS_MAX_MESSAGE_AGE", _duration, default="3600"),
+            events_topic=reader.get("SNS_EVENTS_TOPIC", _topic_name, default="sns-events"),
+            cert_base_url=reader.optional("SNS_CERT_BASE_URL", _loopback_url),
+        )
+        if settings.cert_base_url and environ.get("JUPITER_ENV", "local") != "local":
+            reader.problems["SNS_CERT_BASE_URL"] = (
+                "is for local emulation only: refused unless JUPITER_ENV=local"
+            )
+        reader.raise_if_invalid()
+        return settings
+
+
+# Every variable each function reads, for docs, Terraform checks and the local stack.
 SETTING_NAMES = (
     "GOOGLE_CLOUD_PROJECT",
     "JUPITER_ENV",
@@ -74,12 +104,23 @@ SETTING_NAMES = (
     "STORAGE_EMULATOR_HOST",
     "BIGQUERY_EMULATOR_HOST",
 )
+BRIDGE_SETTING_NAMES = (
+    "SNS_ALLOWED_TOPIC_ARNS",
+    "SNS_MAX_MESSAGE_AGE",
+    "SNS_EVENTS_TOPIC",
+    "SNS_CERT_BASE_URL",
+)
 
 
 @functools.cache
 def get_settings() -> Settings:
     """Settings of this process, read on first use and then cached for the life of the instance."""
     return Settings.from_env()
+
+
+@functools.cache
+def get_bridge_settings() -> BridgeSettings:
+    return BridgeSettings.from_env()
 
 
 class _Reader:
@@ -120,6 +161,41 @@ def _host_port(raw: str) -> str:
     if not _HOST_PORT.match(raw):
         raise ValueError(f"{raw!r} is not host:port")
     return raw
+
+
+_TOPIC_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(?:\.fifo)?$")
+_TOPIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
+_LOOPBACK_URL = re.compile(r"^http://(?:127\.0\.0\.1|localhost):\d{1,5}/?$")
+
+
+def _topic_arns(raw: str) -> frozenset[str]:
+    arns = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    if not arns:
+        raise ValueError("must list at least one SNS topic ARN")
+    if bad := sorted(arn for arn in arns if not _TOPIC_ARN.match(arn)):
+        raise ValueError(f"not SNS topic ARNs: {', '.join(bad)}")
+    return arns
+
+
+def _duration(raw: str) -> timedelta:
+    """Seconds, or a number with an s/m/h suffix (``3600``, ``90m``, ``1h``)."""
+    match = re.fullmatch(r"(\d+)([smh]?)", raw)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{raw!r} is not a positive duration like 3600, 90m or 1h")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    return timedelta(seconds=int(match.group(1)) * unit)
+
+
+def _topic_name(raw: str) -> str:
+    if not _TOPIC_NAME.match(raw):
+        raise ValueError(f"{raw!r} is not a Pub/Sub topic name")
+    return raw
+
+
+def _loopback_url(raw: str) -> str:
+    if not _LOOPBACK_URL.match(raw):
+        raise ValueError(f"{raw!r} must be http://127.0.0.1:PORT or http://localhost:PORT")
+    return raw.rstrip("/")
 
 
 def _one_of(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str]:

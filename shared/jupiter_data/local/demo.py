@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import boto3
 from google.cloud import bigquery
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
@@ -92,14 +91,7 @@ def check_bigquery(stack: LocalStack) -> str:
 
 
 def check_sns(stack: LocalStack) -> str:
-    env = stack.env()
-    sns = boto3.client(
-        "sns",
-        endpoint_url=env["AWS_ENDPOINT_URL_SNS"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
+    sns = stack.sns_client()
     topic_arn = sns.create_topic(Name="user-events")["TopicArn"]
     message_id = sns.publish(TopicArn=topic_arn, Message=json.dumps({"demo": True}))["MessageId"]
     return f"published SNS message {message_id[:8]}… to {topic_arn}"

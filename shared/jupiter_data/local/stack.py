@@ -12,6 +12,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 from jupiter_data.local.provision import provision
 from jupiter_data.local.supervisor import Service, StackLock, Supervisor, free_port, http_ok, tcp_open
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 PROJECT = "jupiter-local"
+# The SNS topic the local stack creates in moto and subscribes the bridge to.
+SNS_TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
 # moto accepts any credentials; these are placeholders, not secrets.
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -93,8 +98,35 @@ class LocalStack:
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
 
+    def function_env(self, name: str) -> dict[str, str]:
+        """Settings of one function beyond the shared ones, as Terraform sets them when deployed."""
+        if name == "sns_to_pubsub":
+            return {
+                "SNS_ALLOWED_TOPIC_ARNS": SNS_TOPIC_ARN,
+                "SNS_CERT_BASE_URL": f"http://127.0.0.1:{self.ports.sns}",
+            }
+        return {}
+
+    def sns_client(self) -> Any:
+        env = self.env()
+        return boto3.client(
+            "sns",
+            endpoint_url=env["AWS_ENDPOINT_URL_SNS"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def _subscribe_bridge(self) -> None:
+        """moto confirms HTTP subscriptions itself, then POSTs every publish to the bridge."""
+        url = self.function_urls().get("sns_to_pubsub")
+        if url is None:
+            return
+        sns = self.sns_client()
+        topic_arn = sns.create_topic(Name=SNS_TOPIC_ARN.rsplit(":", 1)[1])["TopicArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="http", Endpoint=url)
+
     def emulator_services(self) -> list[Service]:
-        bin_dir = Path(sys.executable).parent
         p = self.ports
         return [
             Service(
@@ -124,7 +156,7 @@ class LocalStack:
             ),
             Service(
                 "sns",
-                [str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(p.sns)],
+                [sys.executable, "-m", "jupiter_data.local.sns_emulator", "-H", "127.0.0.1", "-p", str(p.sns)],
                 p.sns,
                 http_ok(f"http://127.0.0.1:{p.sns}/moto-api/"),
             ),
@@ -145,7 +177,7 @@ class LocalStack:
                      "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
                     port,
                     tcp_open(port),
-                    env={**self.env(), "LOG_LEVEL": "INFO"},
+                    env={**self.env(), "LOG_LEVEL": "INFO", **self.function_env(function.name)},
                     cwd=source,
                 )
             )  # fmt: skip
@@ -158,6 +190,7 @@ class LocalStack:
             self.supervisor.start(self.emulator_services())
             provision(self.settings(), load_resources(), self.function_urls())
             self.supervisor.start(self.function_services())
+            self._subscribe_bridge()
             self.env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))
         except BaseException:
             self.stop()

@@ -1,0 +1,34 @@
+"""Builds each use case with its real adapters, once per process (a Cloud Functions instance).
+
+Settings are read when a function module is imported, so a bad deploy fails at cold start with a
+message naming the variable; Google clients are created on the first request that needs them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from jupiter_data.adapters.clients import publisher_client
+from jupiter_data.adapters.pubsub import PubSubPublisher
+from jupiter_data.adapters.sns_http import SnsHttpGateway
+from jupiter_data.logs import configure_logging
+from jupiter_data.ports import SystemClock
+from jupiter_data.services.bridge import Bridge
+from jupiter_data.settings import Settings, get_bridge_settings, get_settings
+
+
+def cold_start() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return settings
+
+
+@functools.cache
+def bridge() -> Bridge:
+    settings, bridge_settings = get_settings(), get_bridge_settings()
+    return Bridge(
+        bridge_settings,
+        SnsHttpGateway(base_url=bridge_settings.cert_base_url),
+        PubSubPublisher(publisher_client(settings), settings.project),
+        SystemClock(),
+    )

@@ -1,0 +1,1 @@
+"""Use cases. Each takes its ports as arguments; the entry points get them from ``bootstrap``."""

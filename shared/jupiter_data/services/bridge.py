@@ -1,0 +1,116 @@
+"""SNS → Pub/Sub: accept exactly what SNS sent for the topics we trust, republish it, reject the rest.
+
+The HTTP status is the retry contract with SNS, which treats 200-499 as delivered and retries 5xx:
+2xx only once Pub/Sub acknowledged the message, 5xx when a retry may succeed, 4xx when none will.
+Cheap checks (shape, URLs, topic, age) run before the only network call, the certificate fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupiter_data.domain import sns
+from jupiter_data.ports import Clock, PermanentError, Publisher, SnsGateway, TransientError
+from jupiter_data.settings import BridgeSettings
+
+log = logging.getLogger(__name__)
+
+RAW_DELIVERY_HINT = (
+    "raw message delivery carries no SNS signature and cannot be verified: disable RawMessageDelivery "
+    "on this subscription (aws sns set-subscription-attributes --attribute-name RawMessageDelivery "
+    "--attribute-value false)"
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+class Bridge:
+    def __init__(
+        self, settings: BridgeSettings, gateway: SnsGateway, publisher: Publisher, clock: Clock
+    ) -> None:
+        self._settings, self._gateway, self._publisher, self._clock = settings, gateway, publisher, clock
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
+        try:
+            message = self._verified(body, headers)
+            return self._dispatch(message)
+        except sns.Rejected as rejected:
+            log.warning(
+                "rejected SNS request: %s",
+                rejected.detail,
+                extra={"fields": {"reason": rejected.code, "status": rejected.status, **_ids(headers)}},
+            )
+            return Reply(rejected.status, {"error": rejected.code, "detail": rejected.detail})
+        except TransientError as exc:
+            log.error("SNS request failed, SNS will retry: %s", exc, extra={"fields": _ids(headers)})
+            return Reply(503, {"error": "temporarily_unavailable", "detail": "try again later"})
+
+    def _verified(self, body: bytes, headers: Mapping[str, str]) -> sns.SnsMessage:
+        lowered = {key.lower(): value for key, value in headers.items()}
+        if lowered.get("x-amz-sns-rawdelivery", "").lower() == "true":
+            raise sns.Rejected(400, "raw_delivery", RAW_DELIVERY_HINT)
+        message = sns.parse_message(body)
+        declared = lowered.get("x-amz-sns-message-type")
+        if declared is not None and declared != message.type:
+            raise sns.Rejected(400, "invalid_envelope", f"header says {declared}, body says {message.type}")
+        sns.check_cert_url(message.signing_cert_url)
+        if message.subscribe_url is not None:
+            sns.check_sns_url(message.subscribe_url, "SubscribeURL")
+        if message.topic_arn not in self._settings.allowed_topic_arns:
+            raise sns.Rejected(403, "untrusted_topic", f"topic {message.topic_arn} is not allowed")
+        now = self._clock.now()
+        sns.check_fresh(message, now, self._settings.max_message_age)
+        try:
+            pem = self._gateway.fetch_certificate(message.signing_cert_url)
+        except PermanentError as exc:
+            raise sns.Rejected(
+                400, "invalid_certificate", f"signing certificate unavailable: {exc}"
+            ) from None
+        sns.verify_signature(message, sns.load_certificate(pem, now))
+        return message
+
+    def _dispatch(self, message: sns.SnsMessage) -> Reply:
+        ids = {"sns_message_id": message.message_id, "sns_topic_arn": message.topic_arn}
+        if message.type == sns.SUBSCRIPTION_CONFIRMATION:
+            assert message.subscribe_url is not None  # parse_message requires it for this type
+            try:
+                self._gateway.confirm_subscription(message.subscribe_url)
+            except PermanentError as exc:
+                raise sns.Rejected(400, "confirmation_failed", str(exc)) from None
+            log.info("confirmed SNS subscription", extra={"fields": ids})
+            return Reply(200, {"status": "subscribed", "topic_arn": message.topic_arn})
+        if message.type == sns.UNSUBSCRIBE_CONFIRMATION:
+            log.info("SNS unsubscribed this endpoint; nothing to do", extra={"fields": ids})
+            return Reply(200, {"status": "ignored"})
+        attributes = {
+            "sns_message_id": message.message_id,
+            "sns_topic_arn": message.topic_arn,
+            "sns_timestamp": message.fields["Timestamp"],
+        }
+        if message.subject is not None:
+            attributes["sns_subject"] = message.subject
+        pubsub_id = self._publisher.publish(
+            self._settings.events_topic, message.message.encode("utf-8"), attributes
+        )
+        log.info("published SNS notification", extra={"fields": {**ids, "pubsub_message_id": pubsub_id}})
+        return Reply(200, {"status": "published", "message_id": pubsub_id})
+
+
+def _ids(headers: Mapping[str, str]) -> dict[str, str]:
+    """Identifiers safe to log (never the payload): SNS sends them as headers."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    return {
+        name: lowered[header][:256]
+        for name, header in (
+            ("sns_message_id", "x-amz-sns-message-id"),
+            ("sns_topic_arn", "x-amz-sns-topic-arn"),
+        )
+        if header in lowered
+    }
