@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +16,11 @@ from pathlib import Path
 from google.cloud import bigquery
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
-from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client, subscriber_client
+from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client
 from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.adapters.pubsub import PubSubPublisher
-from jupiter_data.local.stack import LocalStack, StackPorts
+from jupiter_data.local.stack import SNS_TOPIC_ARN, LocalStack, StackPorts
+from jupiter_data.local.tap import TopicTap
 from jupiter_data.ports import PreconditionFailed
 from jupiter_data.resources import load_resources
 
@@ -29,26 +29,10 @@ Check = Callable[[LocalStack], str]
 
 def check_pubsub(stack: LocalStack) -> str:
     settings = stack.settings()
-    subscriber = subscriber_client(settings)
-    subscription = subscriber.subscription_path(settings.project, f"demo-{uuid.uuid4().hex[:8]}")
-    subscriber.create_subscription(
-        request={"name": subscription, "topic": subscriber.topic_path(settings.project, "sns-events")}
-    )
     publisher = PubSubPublisher(publisher_client(settings), settings.project)
-    sent = {publisher.publish("sns-events", json.dumps({"n": n}).encode(), {"demo": "1"}) for n in range(10)}
-    received: set[str] = set()
-    deadline = time.monotonic() + 10
-    while received != sent and time.monotonic() < deadline:
-        response = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=5)
-        if response.received_messages:
-            subscriber.acknowledge(
-                request={
-                    "subscription": subscription,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                }
-            )
-        received |= {m.message.message_id for m in response.received_messages}
-    subscriber.delete_subscription(request={"subscription": subscription})
+    with TopicTap(settings, "sns-events") as tap:
+        sent = {publisher.publish("sns-events", json.dumps({"n": n}).encode()) for n in range(10)}
+        received = {message.message_id for message in tap.collect(len(sent), timeout=10)}
     if received != sent:
         raise AssertionError(f"published {len(sent)} to sns-events, pulled {len(received & sent)}")
     return f"published and pulled {len(sent)} messages on sns-events"
@@ -90,18 +74,32 @@ def check_bigquery(stack: LocalStack) -> str:
     return f"inserted 5 rows into {table} and counted 3 with a parameterised query"
 
 
-def check_sns(stack: LocalStack) -> str:
+def check_sns_to_pubsub(stack: LocalStack) -> str:
+    """moto signs and POSTs each publish to the bridge, which verifies it and republishes it."""
     sns = stack.sns_client()
-    topic_arn = sns.create_topic(Name="user-events")["TopicArn"]
-    message_id = sns.publish(TopicArn=topic_arn, Message=json.dumps({"demo": True}))["MessageId"]
-    return f"published SNS message {message_id[:8]}… to {topic_arn}"
+    events = [
+        {"userId": f"demo-{n}", "eventType": "login", "timestamp": 1_700_000_000_000 + n} for n in range(20)
+    ]
+    with TopicTap(stack.settings(), "sns-events") as tap:
+        sent = {
+            sns.publish(TopicArn=SNS_TOPIC_ARN, Message=json.dumps(event))["MessageId"]: json.dumps(event)
+            for event in events
+        }
+        received = {
+            m.attributes["sns_message_id"]: m.data.decode() for m in tap.collect(len(sent), timeout=20)
+        }
+    if received != sent:
+        raise AssertionError(
+            f"published {len(sent)} to SNS, {len(received.keys() & sent.keys())} reached Pub/Sub"
+        )
+    return f"{len(sent)} SNS messages verified by sns_to_pubsub and republished byte for byte to sns-events"
 
 
 CHECKS: list[tuple[str, Check]] = [
     ("Pub/Sub emulator", check_pubsub),
     ("Cloud Storage emulator", check_storage),
     ("BigQuery emulator", check_bigquery),
-    ("SNS (moto)", check_sns),
+    ("SNS → sns_to_pubsub", check_sns_to_pubsub),
 ]
 
 

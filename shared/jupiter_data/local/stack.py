@@ -156,7 +156,8 @@ class LocalStack:
             ),
             Service(
                 "sns",
-                [sys.executable, "-m", "jupiter_data.local.sns_emulator", "-H", "127.0.0.1", "-p", str(p.sns)],
+                [sys.executable, "-m", "jupiter_data.local.sns_emulator",
+                 "-H", "127.0.0.1", "-p", str(p.sns)],
                 p.sns,
                 http_ok(f"http://127.0.0.1:{p.sns}/moto-api/"),
             ),
