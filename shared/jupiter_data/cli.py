@@ -84,6 +84,8 @@ def _run(state_dir: Path, free_ports: bool) -> int:
 
 
 def _banner(stack: LocalStack) -> str:
+    from jupiter_data.local.stack import SNS_TOPIC_ARN
+
     env = stack.env()
     lines = [f"local platform healthy in {stack.startup_seconds:.1f}s", ""]
     lines += [
@@ -103,6 +105,15 @@ def _banner(stack: LocalStack) -> str:
         "  curl -s $STORAGE_EMULATOR_HOST/storage/v1/b?project=$GOOGLE_CLOUD_PROJECT",
         "  curl -s $BIGQUERY_EMULATOR_HOST/bigquery/v2/projects/$GOOGLE_CLOUD_PROJECT/datasets",
         "  python -m jupiter_data --help",
+    ]
+    if "sns_to_pubsub" in stack.function_urls():
+        lines += [
+            "  # publish to SNS (moto); the bridge verifies it and republishes it to Pub/Sub sns-events:",
+            "  .venv/bin/python -c \"import boto3; print(boto3.client('sns').publish(TopicArn="
+            f'\'{SNS_TOPIC_ARN}\', Message=\'{{\\"userId\\": \\"u1\\"}}\'))"',
+            "  curl -si -X POST $SNS_TO_PUBSUB_URL -d '{}'    # unsigned: 400 with the reason",
+        ]
+    lines += [
         "",
         "Ctrl-C stops everything.",
     ]
