@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import functools
 
-from jupiter_data.adapters.clients import publisher_client
+from jupiter_data.adapters.bigquery import BigQueryWarehouse
+from jupiter_data.adapters.clients import bigquery_client, publisher_client
 from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.adapters.sns_http import SnsHttpGateway
 from jupiter_data.logs import configure_logging
 from jupiter_data.ports import SystemClock
 from jupiter_data.services.bridge import Bridge
-from jupiter_data.settings import Settings, get_bridge_settings, get_settings
+from jupiter_data.services.loader import Loader
+from jupiter_data.settings import Settings, get_bridge_settings, get_loader_settings, get_settings
 
 
 def cold_start() -> Settings:
@@ -32,3 +34,9 @@ def bridge() -> Bridge:
         PubSubPublisher(publisher_client(settings), settings.project),
         SystemClock(),
     )
+
+
+@functools.cache
+def loader() -> Loader:
+    settings = get_settings()
+    return Loader(get_loader_settings(), BigQueryWarehouse(bigquery_client(settings)), SystemClock())

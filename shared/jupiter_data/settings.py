@@ -95,6 +95,29 @@ class BridgeSettings:
         return settings
 
 
+@dataclass(frozen=True)
+class LoaderSettings:
+    """What ``pubsub_to_bigquery`` reads on top of ``Settings``."""
+
+    max_retry_age: timedelta
+    batch_max_rows: int
+    batch_max_wait_ms: int
+    function_version: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LoaderSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls(
+            max_retry_age=reader.get("LOADER_MAX_RETRY_AGE", _duration, default="24h"),
+            batch_max_rows=reader.get("LOADER_BATCH_MAX_ROWS", _int_between(1, 10_000), default="500"),
+            batch_max_wait_ms=reader.get("LOADER_BATCH_MAX_WAIT_MS", _int_between(0, 1_000), default="50"),
+            # Cloud Run (under Cloud Functions 2nd gen) sets K_REVISION itself; Terraform does not.
+            function_version=reader.get("K_REVISION", str, default="local"),
+        )
+        reader.raise_if_invalid()
+        return settings
+
+
 # Every variable each function reads, for docs, Terraform checks and the local stack.
 SETTING_NAMES = (
     "GOOGLE_CLOUD_PROJECT",
@@ -103,6 +126,12 @@ SETTING_NAMES = (
     "PUBSUB_EMULATOR_HOST",
     "STORAGE_EMULATOR_HOST",
     "BIGQUERY_EMULATOR_HOST",
+)
+LOADER_SETTING_NAMES = (
+    "LOADER_MAX_RETRY_AGE",
+    "LOADER_BATCH_MAX_ROWS",
+    "LOADER_BATCH_MAX_WAIT_MS",
+    "K_REVISION",
 )
 BRIDGE_SETTING_NAMES = (
     "SNS_ALLOWED_TOPIC_ARNS",
@@ -121,6 +150,11 @@ def get_settings() -> Settings:
 @functools.cache
 def get_bridge_settings() -> BridgeSettings:
     return BridgeSettings.from_env()
+
+
+@functools.cache
+def get_loader_settings() -> LoaderSettings:
+    return LoaderSettings.from_env()
 
 
 class _Reader:
@@ -175,6 +209,15 @@ def _topic_arns(raw: str) -> frozenset[str]:
     if bad := sorted(arn for arn in arns if not _TOPIC_ARN.match(arn)):
         raise ValueError(f"not SNS topic ARNs: {', '.join(bad)}")
     return arns
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ValueError(f"{raw!r} is not a whole number from {low} to {high}")
+        return int(raw)
+
+    return parse
 
 
 def _duration(raw: str) -> timedelta:

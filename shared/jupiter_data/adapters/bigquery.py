@@ -6,12 +6,33 @@ import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from jupiter_data.ports import Row, TransientError
 
-_TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, gexc.ServiceUnavailable, gexc.DeadlineExceeded)
+# Within an invocation, retry briefly and then let Pub/Sub redeliver with its backoff, rather than
+# hold the request for the client's ten-minute default.
+RETRY = bigquery.DEFAULT_RETRY.with_timeout(20.0)
+REQUEST_TIMEOUT = 10.0
+_TRANSIENT = (
+    gexc.ServerError,
+    gexc.TooManyRequests,
+    gexc.DeadlineExceeded,
+    gexc.RetryError,
+    requests.ConnectionError,
+    requests.Timeout,
+)
+
+
+def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, _TRANSIENT):
+        return True
+    # Quota and rate limits come as 403 with these reasons.
+    return isinstance(exc, gexc.Forbidden) and any(
+        error.get("reason") in ("quotaExceeded", "rateLimitExceeded") for error in exc.errors or []
+    )
 
 
 def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
@@ -50,9 +71,13 @@ class BigQueryWarehouse:
         if not rows:
             return
         try:
-            errors = self._client.insert_rows_json(self._table_id(table), list(rows), row_ids=list(row_ids))
-        except _TRANSIENT as exc:
-            raise TransientError(f"streaming insert into {table} failed: {exc}") from exc
+            errors = self._client.insert_rows_json(
+                self._table_id(table), list(rows), row_ids=list(row_ids), retry=RETRY, timeout=REQUEST_TIMEOUT
+            )
+        except Exception as exc:
+            if _is_transient(exc):
+                raise TransientError(f"streaming insert into {table} failed: {exc}") from exc
+            raise ValueError(f"streaming insert into {table} refused: {exc}") from exc
         if errors:
             raise ValueError(f"{len(errors)} row(s) rejected by {table}: {errors[:3]}")
 
@@ -61,8 +86,12 @@ class BigQueryWarehouse:
             query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
         )
         try:
-            rows = self._client.query(sql, job_config=config).result()
-        except _TRANSIENT as exc:
-            raise TransientError(f"query failed: {exc}") from exc
+            rows = self._client.query(sql, job_config=config, retry=RETRY, timeout=REQUEST_TIMEOUT).result(
+                retry=RETRY, timeout=REQUEST_TIMEOUT * 6
+            )
+        except Exception as exc:
+            if _is_transient(exc):
+                raise TransientError(f"query failed: {exc}") from exc
+            raise
         for row in rows:
             yield dict(row.items())

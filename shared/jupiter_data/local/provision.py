@@ -31,6 +31,20 @@ def provision(settings: Settings, resources: Resources, function_urls: Mapping[s
     bq = bigquery_client(settings)
     for dataset in resources.datasets:
         bq.create_dataset(bigquery.Dataset(f"{settings.project}.{dataset}"), exists_ok=True)
+    for table_spec in resources.tables:
+        table = bigquery.Table(
+            f"{settings.project}.{table_spec.table_id}",
+            schema=[bigquery.SchemaField.from_api_repr(field) for field in table_spec.schema],
+        )
+        table.time_partitioning = bigquery.TimePartitioning(field=table_spec.partition_field)
+        table.clustering_fields = table_spec.clustering or None
+        table.description = table_spec.description
+        bq.create_table(table, exists_ok=True)
+    for view_spec in resources.views:
+        view = bigquery.Table(f"{settings.project}.{view_spec.table_id}")
+        view.view_query = view_spec.query(settings.project)
+        view.description = view_spec.description
+        bq.create_table(view, exists_ok=True)
     gcs = storage_client(settings)
     for role, spec in resources.buckets.items():
         with contextlib.suppress(gexc.Conflict):

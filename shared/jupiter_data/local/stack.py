@@ -134,7 +134,9 @@ class LocalStack:
                 [sys.executable, "-m", "jupiter_data.local.bigquery_emulator", "start",
                  "--rest-host", "127.0.0.1", "--rest-port", str(p.bigquery),
                  "--grpc-host", "127.0.0.1", "--grpc-port", str(p.bigquery_grpc),
-                 "--project", self.project, "--log-format", "json"],
+                 "--project", self.project, "--log-format", "json",
+                 # on disk, so the BigQuery emulator can be restarted (fault drills) without losing tables
+                 "--persistent", "--data-dir", str(self.state_dir / "bigquery")],
                 p.bigquery,
                 http_ok(f"http://127.0.0.1:{p.bigquery}/healthz"),
             ),
