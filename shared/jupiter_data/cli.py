@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -38,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("build", help="one reproducible archive per function under dist/ (build --help)")
 
+    replay = commands.add_parser(
+        "replay-dead-letters", help="load dead-lettered SNS events that pass validation now, once each"
+    )
+    replay.add_argument(
+        "--since", type=_utc_datetime, help="only dead letters received since (ISO 8601, UTC)"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="report what would load; write nothing")
+
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args.state_dir, args.free_ports)
@@ -45,7 +54,39 @@ def main(argv: list[str] | None = None) -> int:
         from jupiter_data.local.demo import run_demo
 
         return run_demo(args.state_dir)
+    if args.command == "replay-dead-letters":
+        return _replay(args.since, args.dry_run)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _utc_datetime(raw: str) -> datetime:
+    parsed = datetime.fromisoformat(raw)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _replay(since: datetime | None, dry_run: bool) -> int:
+    from jupiter_data.adapters.bigquery import BigQueryWarehouse
+    from jupiter_data.adapters.clients import bigquery_client
+    from jupiter_data.ports import SystemClock
+    from jupiter_data.services.replay import ReplaySummary, replay_dead_letters
+    from jupiter_data.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(f"error: {exc} (locally: source .local/stack.env)", file=sys.stderr)
+        return 2
+
+    def progress(summary: ReplaySummary) -> None:
+        print(f"\r  {summary.loaded} dead letters loadable, {summary.rows} events", end="", flush=True)
+
+    warehouse = BigQueryWarehouse(bigquery_client(settings))
+    summary = replay_dead_letters(warehouse, SystemClock(), since, dry_run, progress)
+    verb = "would load" if dry_run else "loaded"
+    print(f"\n{summary.pending} pending dead letters: {verb} {summary.loaded} ({summary.rows} events)")
+    for error_type, count in sorted(summary.still_invalid.items()):
+        print(f"  still invalid, left in place: {count} x {error_type}")
+    return 0
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
