@@ -97,7 +97,7 @@ def parse_message(body: bytes) -> SnsMessage:
     if not isinstance(document, dict):
         raise Rejected(400, "invalid_envelope", "body must be a JSON object (an SNS message)")
     kind = document.get("Type")
-    if kind not in SIGNED_FIELDS:
+    if not isinstance(kind, str) or kind not in SIGNED_FIELDS:
         raise Rejected(
             400, "invalid_envelope", f"Type must be one of {', '.join(SIGNED_FIELDS)}, got {kind!r}"
         )
@@ -117,7 +117,7 @@ def parse_message(body: bytes) -> SnsMessage:
         )
     try:
         signature = base64.b64decode(fields["Signature"], validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
         raise Rejected(400, "invalid_envelope", "Signature is not base64") from None
     return SnsMessage(
         type=kind,
@@ -137,15 +137,18 @@ def parse_message(body: bytes) -> SnsMessage:
 def _parse_timestamp(raw: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise Rejected(400, "invalid_envelope", f"Timestamp {raw!r} is not ISO 8601") from None
-    if parsed.tzinfo is None:
-        raise Rejected(400, "invalid_envelope", f"Timestamp {raw!r} has no time zone")
-    return parsed.astimezone(UTC)
+        if parsed.tzinfo is None:
+            raise Rejected(400, "invalid_envelope", f"Timestamp {raw!r} has no time zone")
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
+        raise Rejected(400, "invalid_envelope", f"Timestamp {raw!r} is not an ISO 8601 time") from None
 
 
 def check_sns_url(url: str, field: str, path_suffix: str | None = None) -> str:
     """Only https URLs on an SNS host, with nothing that could redirect the request elsewhere."""
+    # urlsplit silently drops tabs and newlines: validate the very string that will be fetched.
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise Rejected(400, "untrusted_url", f"{field} contains white space or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
