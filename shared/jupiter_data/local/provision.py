@@ -25,9 +25,14 @@ def trigger_subscription_name(topic: str, function: str) -> str:
     return f"{topic}-to-{function}"
 
 
-def provision(settings: Settings, resources: Resources, function_urls: Mapping[str, str]) -> None:
+def provision(
+    settings: Settings,
+    resources: Resources,
+    function_urls: Mapping[str, str],
+    retry_overrides: Mapping[str, int] | None = None,
+) -> None:
     """Create every resource; wire each running Pub/Sub-triggered function to a push subscription."""
-    _pubsub(settings, resources, function_urls)
+    _pubsub(settings, resources, function_urls, {**resources.trigger_retry, **(retry_overrides or {})})
     bq = bigquery_client(settings)
     for dataset in resources.datasets:
         bq.create_dataset(bigquery.Dataset(f"{settings.project}.{dataset}"), exists_ok=True)
@@ -54,7 +59,9 @@ def provision(settings: Settings, resources: Resources, function_urls: Mapping[s
     log.info("provisioned local resources", extra={"fields": {"project": settings.project}})
 
 
-def _pubsub(settings: Settings, resources: Resources, function_urls: Mapping[str, str]) -> None:
+def _pubsub(
+    settings: Settings, resources: Resources, function_urls: Mapping[str, str], retry: Mapping[str, int]
+) -> None:
     publisher, subscriber = publisher_client(settings), subscriber_client(settings)
     for topic in resources.topics:
         with contextlib.suppress(gexc.AlreadyExists):
@@ -64,7 +71,6 @@ def _pubsub(settings: Settings, resources: Resources, function_urls: Mapping[str
         if hold := spec.get("hold_subscription"):
             _subscribe(subscriber, settings.project, hold, topic, {})
 
-    retry = resources.trigger_retry
     for function in resources.functions:
         if function.is_http or function.name not in function_urls:
             continue

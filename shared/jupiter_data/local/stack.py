@@ -61,7 +61,9 @@ class LocalStack:
         functions_dir: Path | None = REPO_ROOT / "functions",
         free_function_ports: bool = False,
         project: str = PROJECT,
+        retry_overrides: dict[str, int] | None = None,
     ) -> None:
+        """``retry_overrides`` replaces trigger retry settings of resources.json (tests shorten backoff)."""
         self.state_dir = state_dir
         self.ports = ports or StackPorts()
         self.project = project
@@ -73,6 +75,7 @@ class LocalStack:
         self.supervisor = Supervisor(state_dir)
         self._lock = StackLock(state_dir)
         self.startup_seconds = 0.0
+        self.retry_overrides = retry_overrides
 
     @property
     def env_file(self) -> Path:
@@ -191,7 +194,7 @@ class LocalStack:
         self._lock.acquire()
         try:
             self.supervisor.start(self.emulator_services())
-            provision(self.settings(), load_resources(), self.function_urls())
+            provision(self.settings(), load_resources(), self.function_urls(), self.retry_overrides)
             self.supervisor.start(self.function_services())
             self._subscribe_bridge()
             self.env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))

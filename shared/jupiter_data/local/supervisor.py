@@ -128,7 +128,7 @@ class Supervisor:
 
     def _spawn(self, service: Service) -> None:
         log_path = self.log_dir / f"{service.name}.log"
-        log_file = log_path.open("wb")
+        log_file = log_path.open("ab")  # append: a restarted service keeps its earlier log
         process = subprocess.Popen(  # noqa: S603 - argv is built by the stack, never from input
             list(service.argv),
             stdout=log_file,
@@ -174,10 +174,11 @@ class Supervisor:
             self._terminate(running, grace)
             self._running.remove(running)
 
-    def restart_service(self, name: str, timeout: float = 60.0) -> None:
-        """Stop one service and start it again with the same definition (used by fault drills)."""
+    def restart_service(self, name: str, down_for: float = 0.0, timeout: float = 60.0) -> None:
+        """Stop one service, leave it down for ``down_for`` seconds, start it again (fault drills)."""
         (service,) = [r.service for r in self._running if r.service.name == name]
         self.stop_service(name)
+        time.sleep(down_for)
         self._spawn(service)
         self._wait_healthy(self._running[-1:], timeout)
 
