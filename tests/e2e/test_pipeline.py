@@ -12,7 +12,6 @@ from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
 from jupiter_data.local.stack import SNS_TOPIC_ARN, LocalStack
 
-
 DEAD_LETTERS_OF = (
     "SELECT COUNT(*) AS n FROM `ops.all_user_events_dead_letter` "
     "WHERE JSON_VALUE(attributes, '$.sns_message_id') IN UNNEST(@ids)"
