@@ -171,7 +171,7 @@ class _Reader:
             return None  # type: ignore[return-value]  # never returned: raise_if_invalid() raises
         try:
             return parse(raw)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             self.problems[name] = str(exc)
             return None  # type: ignore[return-value]
 

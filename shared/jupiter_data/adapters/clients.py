@@ -49,7 +49,10 @@ def storage_client(settings: Settings) -> storage.Client:
 def publisher_client(settings: Settings) -> pubsub_v1.PublisherClient:
     if settings.pubsub_emulator_host:
         os.environ["PUBSUB_EMULATOR_HOST"] = settings.pubsub_emulator_host
-    return pubsub_v1.PublisherClient()
+    # Every publisher here answers a caller who waits for the ack (SNS, a CLI), so a batch is held
+    # at most 2 ms instead of the library's 10 ms: measured, 10 ms capped the bridge near 500 req/s.
+    batch = pubsub_v1.types.BatchSettings(max_latency=0.002)
+    return pubsub_v1.PublisherClient(batch_settings=batch)
 
 
 @functools.cache

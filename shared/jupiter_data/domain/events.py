@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,11 +29,16 @@ SOURCE_OF_EVENT = "INTERNAL_SERVICES"
 
 
 class InvalidMessage(Exception):
-    """The message can never load; ``error_type`` classifies why for the dead-letter table."""
+    """The message can never load; ``error_type`` classifies why for the dead-letter table.
 
-    def __init__(self, error_type: str, message: str) -> None:
+    ``str()`` is the full reason for the dead-letter row and may quote payload values; ``summary``
+    names only fields and rules, for logs.
+    """
+
+    def __init__(self, error_type: str, message: str, summary: str | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
+        self.summary = summary or error_type
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,9 @@ class PubSubMessage:
         """
         message = envelope.get("message") if isinstance(envelope, Mapping) else None
         if not isinstance(message, Mapping):
-            return cls("unknown", json.dumps(envelope, default=str).encode(), {}, None)
-        message_id = str(message.get("messageId") or message.get("message_id") or "unknown")
+            raw = json.dumps(envelope, default=str).encode()
+            return cls(_content_id(raw), raw, {}, None)
+        message_id = str(message.get("messageId") or message.get("message_id") or _content_id(message))
         attributes = message.get("attributes") or {}
         try:
             data = base64.b64decode(message.get("data") or "", validate=True)
@@ -65,6 +73,12 @@ class PubSubMessage:
             else {},
             publish_time=_rfc3339(message.get("publishTime") or message.get("publish_time")),
         )
+
+
+def _content_id(content: object) -> str:
+    """An id for an envelope that carries none, so distinct garbage never shares a dead-letter id."""
+    raw = content if isinstance(content, bytes) else json.dumps(content, default=str, sort_keys=True).encode()
+    return f"no-id-{hashlib.sha256(raw).hexdigest()[:24]}"
 
 
 def _rfc3339(raw: object) -> datetime | None:
@@ -88,24 +102,35 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: would be stored as Infinity, which is not JSON
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def parse_events(data: bytes) -> list[dict[str, Any]]:
     """One event object or a list of them, each valid against the event schema."""
     try:
-        document = json.loads(data, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidMessage("invalid_json", f"message data is not JSON: {exc}") from None
+        document = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidMessage(
+            "invalid_json", f"message data is not JSON: {reason}", "data is not JSON"
+        ) from None
     events = document if isinstance(document, list) else [document]
     if not events:
         raise InvalidMessage("invalid_shape", "message data is an empty list: no events")
-    problems = []
+    problems, rules = [], []
     for index, event in enumerate(events):
         where = f"$[{index}]" if isinstance(document, list) else "$"
         for error in sorted(_validator().iter_errors(event), key=lambda e: list(e.path)):
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
             problems.append(f"{where}{path}: {error.message}")
+            rules.append(f"{where}{path}: {error.validator}")
     if problems:
         error_type = "invalid_shape" if any(not isinstance(e, dict) for e in events) else "schema_violation"
-        raise InvalidMessage(error_type, "; ".join(problems[:10]))
+        raise InvalidMessage(error_type, "; ".join(problems[:10]), "; ".join(rules[:10]))
     return events
 
 

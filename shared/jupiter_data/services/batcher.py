@@ -81,11 +81,13 @@ class InsertBatcher:
                         self._insert(table, submission.rows)
                     except Exception as own_exc:  # handed to its caller, who decides
                         submission.error = own_exc
-        except Exception as exc:
-            # Transient (or unexpected): every caller fails and its message is redelivered; the
-            # dedup view absorbs rows of a partially applied insert.
+        except BaseException as exc:
+            # Transient (or unexpected, even an interrupt): every caller fails and its message is
+            # redelivered, never acknowledged unstored; the view absorbs a partially applied insert.
             for submission in submissions:
                 submission.error = exc
+            if not isinstance(exc, Exception):
+                raise
         finally:
             for submission in submissions:
                 submission.done.set()

@@ -44,11 +44,13 @@ class Loader:
         try:
             rows = events.to_rows(message, events.parse_events(message.data), now)
         except InvalidMessage as invalid:
-            return self._dead_letter(message, invalid.error_type, str(invalid), ids)
+            return self._dead_letter(message, invalid.error_type, str(invalid), ids, invalid.summary)
         try:
             self._batcher.insert(events.EVENTS_TABLE, rows)
         except ValueError as rejected:  # BigQuery refused rows that passed our schema: never retryable
-            return self._dead_letter(message, "rejected_by_bigquery", str(rejected), ids)
+            return self._dead_letter(
+                message, "rejected_by_bigquery", str(rejected), ids, "BigQuery refused the rows"
+            )
         except TransientError as exc:
             age = now - message.publish_time if message.publish_time else None
             if age is not None and age > self._settings.max_retry_age:
@@ -59,14 +61,22 @@ class Loader:
         return Outcome("loaded", rows=len(rows))
 
     def _dead_letter(
-        self, message: PubSubMessage, error_type: str, error: str, ids: dict[str, str]
+        self,
+        message: PubSubMessage,
+        error_type: str,
+        error: str,
+        ids: dict[str, str],
+        summary: str | None = None,
     ) -> Outcome:
+        """Store the message with the full reason; log ``summary`` instead when the reason may quote
+        payload values."""
         row_id, row = events.dead_letter_row(
             message, error_type, error, self._clock.now(), self._settings.function_version
         )
         # Not acknowledged until the dead letter itself is stored: a failure here raises for redelivery.
         self._warehouse.insert_rows(events.DEAD_LETTER_TABLE, [row], [row_id])
-        log.warning("dead-lettered message: %s", error, extra={"fields": {**ids, "error_type": error_type}})
+        reason = error if summary is None else summary
+        log.warning("dead-lettered message: %s", reason, extra={"fields": {**ids, "error_type": error_type}})
         return Outcome("dead_lettered", error_type=error_type)
 
 

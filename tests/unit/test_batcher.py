@@ -1,0 +1,316 @@
+"""InsertBatcher: concurrent callers share insert calls, and each hears only how its own rows fared.
+
+Callers are real threads released together by a barrier; batches are closed by ``max_rows`` wherever the
+test needs them deterministic, so only the coalescing test waits for ``max_wait``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from jupiter_data.ports import Row, TransientError
+from jupiter_data.services.batcher import InsertBatcher
+
+TABLE = "ops.all_user_events"
+OTHER_TABLE = "ops.all_user_events_dead_letter"
+JOIN_TIMEOUT = 10.0
+
+
+class ScriptedWarehouse:
+    """A thread-safe Warehouse that records every call and fails on cue.
+
+    ``failures`` are raised by the next calls, one each (``None`` lets a call through). A call holding a
+    row whose ``user_id`` is in ``reject_user_ids`` raises ValueError and inserts nothing, like a
+    BigQuery insertAll without skipInvalidRows. ``gate``, when set, blocks the first call until released.
+    """
+
+    def __init__(
+        self,
+        failures: Sequence[BaseException | None] = (),
+        reject_user_ids: Sequence[str] = (),
+        gate: threading.Event | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._failures: deque[BaseException | None] = deque(failures)
+        self._reject = set(reject_user_ids)
+        self._gate = gate
+        self.tables: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        self.calls: list[tuple[str, list[str]]] = []
+        self.first_call_started = threading.Event()
+
+    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
+        assert len(rows) == len(row_ids)
+        with self._lock:
+            self.calls.append((table, list(row_ids)))
+            first = len(self.calls) == 1
+            failure = self._failures.popleft() if self._failures else None
+        if first:
+            self.first_call_started.set()
+            if self._gate is not None:
+                assert self._gate.wait(JOIN_TIMEOUT)
+        if failure is not None:
+            raise failure
+        bad = [rid for rid, row in zip(row_ids, rows, strict=True) if row.get("user_id") in self._reject]
+        if bad:
+            raise ValueError(f"BigQuery rejected {len(bad)} row(s): {', '.join(bad)}: invalid value")
+        with self._lock:
+            self.tables[table].extend((rid, dict(row)) for rid, row in zip(row_ids, rows, strict=True))
+
+    def row_ids(self, table: str = TABLE) -> list[str]:
+        with self._lock:
+            return [rid for rid, _ in self.tables[table]]
+
+    def query(self, sql: str, params: Any = None) -> Any:
+        raise NotImplementedError
+
+
+def rows_for(caller: int, count: int = 1, user_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"msg-{caller}:{i}", {"event_id": f"msg-{caller}:{i}", "user_id": user_id or f"user-{caller}"})
+        for i in range(count)
+    ]
+
+
+@dataclass
+class Result:
+    returned: bool = False
+    error: BaseException | None = None
+    rows_present_on_return: bool | None = None
+    finished_at: float = 0.0
+
+
+def run_callers(
+    batcher: InsertBatcher,
+    warehouse: ScriptedWarehouse,
+    submissions: list[list[tuple[str, dict[str, Any]]]],
+    table_of: Callable[[int], str] = lambda _: TABLE,
+) -> list[Result]:
+    """One thread per submission, all released at once; each checks its rows right after insert returns."""
+    results = [Result() for _ in submissions]
+    barrier = threading.Barrier(len(submissions))
+
+    def call(index: int) -> None:
+        barrier.wait()
+        table = table_of(index)
+        try:
+            batcher.insert(table, submissions[index])
+        except BaseException as exc:  # recorded for the test, including non-Exception failures
+            results[index].error = exc
+        else:
+            results[index].returned = True
+            present = Counter(warehouse.row_ids(table))
+            results[index].rows_present_on_return = all(present[rid] >= 1 for rid, _ in submissions[index])
+        results[index].finished_at = time.monotonic()
+
+    threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(len(submissions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT)
+    assert not any(t.is_alive() for t in threads), "a caller never returned"
+    return results
+
+
+def test_concurrent_callers_share_a_few_insert_calls_and_every_row_lands_exactly_once() -> None:
+    warehouse = ScriptedWarehouse()
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.2)
+    submissions = [rows_for(caller, count=2) for caller in range(50)]
+
+    results = run_callers(batcher, warehouse, submissions)
+
+    assert all(r.returned and r.error is None for r in results)
+    assert all(r.rows_present_on_return for r in results), "a caller returned before its rows were stored"
+    expected = [rid for rows in submissions for rid, _ in rows]
+    assert sorted(warehouse.row_ids()) == sorted(expected)
+    assert Counter(warehouse.row_ids()).most_common(1)[0][1] == 1
+    assert 1 <= len(warehouse.calls) <= 5
+    assert batcher.insert_calls == len(warehouse.calls)
+
+
+def test_rows_and_their_insert_ids_reach_the_warehouse_together() -> None:
+    warehouse = ScriptedWarehouse()
+    InsertBatcher(warehouse, max_wait=0).insert(TABLE, rows_for(1, count=3))
+    assert warehouse.tables[TABLE] == [(rid, row) for rid, row in rows_for(1, count=3)]
+    assert all(rid == row["event_id"] for rid, row in warehouse.tables[TABLE])
+
+
+def test_max_rows_closes_a_batch_and_later_callers_start_a_new_one() -> None:
+    warehouse = ScriptedWarehouse()
+    batcher = InsertBatcher(warehouse, max_rows=3, max_wait=JOIN_TIMEOUT)
+    started = time.monotonic()
+
+    results = run_callers(batcher, warehouse, [rows_for(caller) for caller in range(9)])
+
+    assert time.monotonic() - started < JOIN_TIMEOUT / 2, "full batches must not wait for max_wait"
+    assert all(r.returned and r.rows_present_on_return for r in results)
+    assert [len(ids) for _, ids in warehouse.calls] == [3, 3, 3]
+    assert sorted(warehouse.row_ids()) == sorted(f"msg-{c}:0" for c in range(9))
+
+
+def test_one_caller_with_more_rows_than_max_rows_is_inserted_at_once_without_waiting() -> None:
+    warehouse = ScriptedWarehouse()
+    batcher = InsertBatcher(warehouse, max_rows=5, max_wait=JOIN_TIMEOUT)
+    started = time.monotonic()
+    batcher.insert(TABLE, rows_for(1, count=12))
+    assert time.monotonic() - started < 1.0
+    assert [len(ids) for _, ids in warehouse.calls] == [12]
+
+
+def test_a_lone_caller_waits_no_longer_than_max_wait() -> None:
+    warehouse = ScriptedWarehouse()
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05)
+    started = time.monotonic()
+    batcher.insert(TABLE, rows_for(1))
+    elapsed = time.monotonic() - started
+    assert 0.04 <= elapsed < 1.0
+    assert warehouse.row_ids() == ["msg-1:0"]
+
+
+def test_empty_rows_make_no_call_and_do_not_wait() -> None:
+    warehouse = ScriptedWarehouse()
+    batcher = InsertBatcher(warehouse, max_wait=JOIN_TIMEOUT)
+    started = time.monotonic()
+    batcher.insert(TABLE, [])
+    assert time.monotonic() - started < 0.5
+    assert warehouse.calls == []
+    assert batcher.insert_calls == 0
+
+
+def test_tables_are_batched_separately() -> None:
+    warehouse = ScriptedWarehouse()
+    batcher = InsertBatcher(warehouse, max_rows=2, max_wait=JOIN_TIMEOUT)
+    results = run_callers(
+        batcher,
+        warehouse,
+        [rows_for(c) for c in range(4)],
+        table_of=lambda i: TABLE if i % 2 == 0 else OTHER_TABLE,
+    )
+    assert all(r.returned and r.rows_present_on_return for r in results)
+    assert sorted(warehouse.row_ids(TABLE)) == ["msg-0:0", "msg-2:0"]
+    assert sorted(warehouse.row_ids(OTHER_TABLE)) == ["msg-1:0", "msg-3:0"]
+    assert sorted(table for table, _ in warehouse.calls) == sorted([TABLE, OTHER_TABLE])
+
+
+def test_a_slow_insert_does_not_hold_back_the_next_batch() -> None:
+    gate = threading.Event()
+    warehouse = ScriptedWarehouse(gate=gate)
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.01)
+    first_done = threading.Event()
+
+    def first() -> None:
+        batcher.insert(TABLE, rows_for(1))
+        first_done.set()
+
+    thread = threading.Thread(target=first, daemon=True)
+    thread.start()
+    try:
+        assert warehouse.first_call_started.wait(JOIN_TIMEOUT)
+        batcher.insert(TABLE, rows_for(2))  # its own batch, while the first insert is still in flight
+        assert warehouse.row_ids() == ["msg-2:0"]
+        assert not first_done.is_set()
+    finally:
+        gate.set()
+        thread.join(JOIN_TIMEOUT)
+    assert first_done.is_set()
+    assert sorted(warehouse.row_ids()) == ["msg-1:0", "msg-2:0"]
+
+
+# --- failures -----------------------------------------------------------------------------------------
+
+
+def test_a_transient_error_fails_every_caller_of_the_batch_and_the_batcher_recovers() -> None:
+    warehouse = ScriptedWarehouse(failures=[TransientError("503 backendError")])
+    batcher = InsertBatcher(warehouse, max_rows=8, max_wait=JOIN_TIMEOUT)
+    submissions = [rows_for(c) for c in range(8)]
+
+    results = run_callers(batcher, warehouse, submissions)
+
+    assert len(warehouse.calls) == 1
+    assert all(isinstance(r.error, TransientError) and not r.returned for r in results)
+    assert warehouse.row_ids() == []
+
+    # Pub/Sub redelivers every message: the retry goes through.
+    again = run_callers(batcher, warehouse, submissions)
+    assert all(r.returned and r.rows_present_on_return for r in again)
+    assert sorted(warehouse.row_ids()) == sorted(f"msg-{c}:0" for c in range(8))
+
+
+def test_one_callers_rejected_row_fails_only_that_caller() -> None:
+    warehouse = ScriptedWarehouse(reject_user_ids=["poison"])
+    batcher = InsertBatcher(warehouse, max_rows=12, max_wait=JOIN_TIMEOUT)
+    submissions = [rows_for(c, count=2, user_id="poison" if c == 3 else None) for c in range(6)]
+
+    results = run_callers(batcher, warehouse, submissions)
+
+    bad = results[3]
+    assert isinstance(bad.error, ValueError) and "msg-3:0" in str(bad.error)
+    good = [r for i, r in enumerate(results) if i != 3]
+    assert all(r.returned and r.error is None and r.rows_present_on_return for r in good)
+    expected = sorted(rid for c in range(6) if c != 3 for rid, _ in submissions[c])
+    assert sorted(warehouse.row_ids()) == expected  # each good row exactly once, no poison row
+    # One batch insert, then each caller's rows on their own.
+    assert len(warehouse.calls) == 1 + 6
+    assert batcher.insert_calls == 7
+
+
+def test_a_lone_callers_rejected_row_is_not_retried() -> None:
+    warehouse = ScriptedWarehouse(reject_user_ids=["poison"])
+    batcher = InsertBatcher(warehouse, max_wait=0)
+    with pytest.raises(ValueError, match="rejected"):
+        batcher.insert(TABLE, rows_for(1, user_id="poison"))
+    assert len(warehouse.calls) == 1
+    assert warehouse.row_ids() == []
+
+
+def test_when_one_caller_is_rejected_a_transient_error_on_anothers_retry_reaches_that_caller() -> None:
+    # Call 1 (the batch) is rejected because of caller 0; of the per-caller retries, the second fails.
+    warehouse = ScriptedWarehouse(
+        failures=[None, None, TransientError("timeout"), None], reject_user_ids=["poison"]
+    )
+    batcher = InsertBatcher(warehouse, max_rows=3, max_wait=JOIN_TIMEOUT)
+    submissions = [rows_for(0, user_id="poison"), rows_for(1), rows_for(2)]
+
+    results = run_callers(batcher, warehouse, submissions)
+
+    assert len(warehouse.calls) == 4
+    [unlucky_id] = warehouse.calls[2][1]  # the second per-caller retry is the one that timed out
+    for caller, result in enumerate(results):
+        if f"msg-{caller}:0" == unlucky_id:
+            assert isinstance(result.error, TransientError)
+        elif caller == 0:
+            assert isinstance(result.error, ValueError)
+        else:
+            assert result.returned and result.rows_present_on_return
+    assert sorted(warehouse.row_ids()) == sorted({"msg-1:0", "msg-2:0"} - {unlucky_id})
+
+
+@pytest.mark.parametrize("error", [TypeError("unexpected"), RuntimeError("boom"), KeyError("row")])
+def test_an_unexpected_error_fails_every_caller_instead_of_silently_succeeding(error: Exception) -> None:
+    warehouse = ScriptedWarehouse(failures=[error])
+    batcher = InsertBatcher(warehouse, max_rows=5, max_wait=JOIN_TIMEOUT)
+
+    results = run_callers(batcher, warehouse, [rows_for(c) for c in range(5)])
+
+    assert all(r.error is error and not r.returned for r in results)
+    assert warehouse.row_ids() == []
+
+
+class Abort(BaseException):
+    """Stands in for KeyboardInterrupt, SystemExit or a worker timeout raised inside the leader."""
+
+
+def test_a_base_exception_in_the_leader_never_lets_followers_return_as_stored() -> None:
+    warehouse = ScriptedWarehouse(failures=[Abort()])
+    batcher = InsertBatcher(warehouse, max_rows=4, max_wait=JOIN_TIMEOUT)
+
+    results = run_callers(batcher, warehouse, [rows_for(c) for c in range(4)])
+
+    assert warehouse.row_ids() == []
+    assert [r for r in results if r.returned] == [], "a caller was told its unstored rows were stored"
