@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from google.cloud import bigquery
 
@@ -95,11 +97,41 @@ def check_sns_to_pubsub(stack: LocalStack) -> str:
     return f"{len(sent)} SNS messages verified by sns_to_pubsub and republished byte for byte to sns-events"
 
 
+def check_sns_to_bigquery(stack: LocalStack) -> str:
+    """The whole SNS path: moto → bridge → Pub/Sub push → loader → the dedup view; poison dead-lettered."""
+    sns, run = stack.sns_client(), f"demo-{uuid.uuid4().hex[:8]}"
+    for n in range(50):
+        event = {"userId": f"user-{n % 7}", "eventType": run, "timestamp": 1_700_000_000_000 + n, "hash": "h"}
+        sns.publish(TopicArn=SNS_TOPIC_ARN, Message=json.dumps(event))
+    poison_id = sns.publish(TopicArn=SNS_TOPIC_ARN, Message=json.dumps({"eventType": run}))["MessageId"]
+    warehouse = BigQueryWarehouse(bigquery_client(stack.settings()))
+    rows_sql = "SELECT COUNT(*) AS n FROM `ops.user_events` WHERE event_type = @run"
+    dead_sql = (
+        "SELECT error_type, error_message FROM `ops.all_user_events_dead_letter` "
+        "WHERE JSON_VALUE(attributes, '$.sns_message_id') = @id"
+    )
+    deadline, rows = time.monotonic() + 30, 0
+    dead: list[dict[str, Any]] = []
+    while (rows < 50 or not dead) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        (count,) = warehouse.query(rows_sql, {"run": run})
+        rows, dead = count["n"], list(warehouse.query(dead_sql, {"id": poison_id}))
+    if rows != 50 or len(dead) != 1:
+        raise AssertionError(
+            f"50 events and 1 poison published; {rows} rows in the view, {len(dead)} dead letters"
+        )
+    return (
+        f"50 events in ops.user_events; the poison one in the dead-letter table as "
+        f"{dead[0]['error_type']}: {dead[0]['error_message']}"
+    )
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("Pub/Sub emulator", check_pubsub),
     ("Cloud Storage emulator", check_storage),
     ("BigQuery emulator", check_bigquery),
     ("SNS → sns_to_pubsub", check_sns_to_pubsub),
+    ("SNS → BigQuery", check_sns_to_bigquery),
 ]
 
 
