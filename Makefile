@@ -57,9 +57,11 @@ e2e: install
 build: install  ## one reproducible archive per function under dist/
 	$(PY) -m jupiter_data build
 
-bench: install  ## print benchmark figures
+bench: install  ## print benchmark figures (each beside a baseline measured in the same run)
 	$(PY) bench/pubsub_emulator.py
 	$(PY) bench/stack_startup.py
+	$(PY) bench/bridge.py
+	$(PY) bench/loader.py
 
 clean:  ## remove the virtualenv, local state and archives
 	rm -rf $(VENV) .local dist .mypy_cache .ruff_cache .pytest_cache

@@ -148,7 +148,11 @@ def test_archive_holds_the_function_the_core_package_and_requirements(repo: Path
         assert set(names) == {"main.py", "helpers/text.py", "requirements.txt"} | shipped_package_files()
         assert names == sorted(names)
         assert "jupiter_data/__init__.py" in names
-        schemas = {f"jupiter_data/schemas/{p.name}" for p in (REAL_PACKAGE / "schemas").glob("*.json")}
+        schemas = {
+            f"jupiter_data/schemas/{p.relative_to(REAL_PACKAGE / 'schemas')}"
+            for p in (REAL_PACKAGE / "schemas").rglob("*")
+            if p.is_file()
+        }
         assert schemas <= set(names)
         assert not [n for n in names if n.startswith("jupiter_data/local/") or "__pycache__" in n]
         for info in infos:
@@ -339,7 +343,7 @@ def test_archive_installs_in_a_fresh_virtualenv_and_serves_http(repo: Path, tmp_
     expected = {n.removesuffix(".py").replace("/", ".") for n in shipped_package_files() if n.endswith(".py")}
     expected = {n.removesuffix(".__init__") for n in expected} - {"jupiter_data", "jupiter_data.__main__"}
     assert set(body["modules"]) == expected  # and every one imported with only the deployed requirements
-    assert body["schemas"] == sorted(p.name for p in (REAL_PACKAGE / "schemas").iterdir() if p.is_file())
+    assert body["schemas"] == sorted(p.name for p in (REAL_PACKAGE / "schemas").iterdir())
     served = time.monotonic()
     print(
         f"\nbuild, venv and pip install {installed - started:.1f}s; serve and call {served - installed:.1f}s"
