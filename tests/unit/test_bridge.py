@@ -24,6 +24,7 @@ from jupiter_data.services.bridge import RAW_DELIVERY_HINT, Bridge, Reply
 from jupiter_data.settings import BridgeSettings
 from tests.fakes import FakeClock, FakePublisher
 from tests.sns_signing import CERT_URL, SUBSCRIBE_URL, TOPIC_ARN, Signer, body, make_certificate
+from tests.support import all_log_text
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # certificates from make_certificate are valid around now
 OTHER_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:savings-events"
@@ -604,19 +605,6 @@ def test_raw_delivery_is_a_400_telling_the_operator_to_disable_it(
 SECRET = "card-4111111111111111-do-not-log"
 
 
-def _all_log_text(records: list[logging.LogRecord]) -> str:
-    formatter = JsonFormatter()
-    parts = []
-    for record in records:
-        parts += [
-            record.getMessage(),
-            repr(record.args),
-            json.dumps(getattr(record, "fields", {}), default=str),
-        ]
-        parts.append(formatter.format(record))
-    return "\n".join(parts)
-
-
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -643,7 +631,7 @@ def test_a_rejection_logs_a_warning_with_the_reason_but_never_the_payload(
     entry = json.loads(JsonFormatter().format(warnings[0]))
     assert entry["severity"] == "WARNING"
     assert entry["reason"] == reason
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
 
 
 def test_rejecting_a_raw_delivery_never_logs_the_raw_payload(
@@ -652,14 +640,14 @@ def test_rejecting_a_raw_delivery_never_logs_the_raw_payload(
     caplog.set_level(logging.DEBUG)
     world.handle(SECRET.encode(), {"x-amz-sns-rawdelivery": "true", "x-amz-sns-message-id": "m-1"})
     assert [r.fields["reason"] for r in caplog.records] == ["raw_delivery"]  # type: ignore[attr-defined]
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
 
 
 def test_non_json_bodies_are_never_echoed_into_logs(world: World, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     world.handle(f"{{not json {SECRET}".encode(), {})
     assert caplog.records
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
 
 
 def test_successes_and_retries_never_log_the_payload(caplog: pytest.LogCaptureFixture) -> None:
@@ -670,7 +658,7 @@ def test_successes_and_retries_never_log_the_payload(caplog: pytest.LogCaptureFi
     assert world.handle(message, sns_headers(message)).status == 200
     levels = [r.levelname for r in caplog.records]
     assert levels == ["ERROR", "INFO"]
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
 
 
 def test_logged_header_ids_are_truncated(world: World, caplog: pytest.LogCaptureFixture) -> None:

@@ -15,6 +15,7 @@ from jupiter_data.settings import (
     get_bridge_settings,
 )
 from tests.sns_signing import TOPIC_ARN
+from tests.support import RecordingEnv
 
 VALID = {"SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN}
 OTHER_ARN = "arn:aws:sns:eu-west-1:210987654321:savings-events"
@@ -179,31 +180,14 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
     assert set(problems) == set(BRIDGE_SETTING_NAMES)
 
 
-class _RecordingEnv(dict[str, str]):
-    def __init__(self, values: dict[str, str]) -> None:
-        super().__init__(values)
-        self.read: list[str] = []
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        self.read.append(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key: str) -> str:
-        self.read.append(key)
-        return super().__getitem__(key)
-
-    def __iter__(self) -> Iterator[str]:
-        raise AssertionError("settings must read named variables, not scan the environment")
-
-
 def test_bridge_setting_names_lists_exactly_what_from_env_reads() -> None:
-    env = _RecordingEnv(dict(VALID))
+    env = RecordingEnv(dict(VALID))
     BridgeSettings.from_env(env)
     assert sorted(set(env.read)) == sorted(BRIDGE_SETTING_NAMES)
 
 
 def test_with_a_certificate_base_url_it_also_reads_the_shared_environment_name() -> None:
-    env = _RecordingEnv({**VALID, "SNS_CERT_BASE_URL": "http://127.0.0.1:5005", "JUPITER_ENV": "local"})
+    env = RecordingEnv({**VALID, "SNS_CERT_BASE_URL": "http://127.0.0.1:5005", "JUPITER_ENV": "local"})
     BridgeSettings.from_env(env)
     extra = set(env.read) - set(BRIDGE_SETTING_NAMES)
     assert extra == {"JUPITER_ENV"}

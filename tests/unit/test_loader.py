@@ -25,6 +25,7 @@ from jupiter_data.services.batcher import InsertBatcher
 from jupiter_data.services.loader import Loader, Outcome
 from jupiter_data.settings import LoaderSettings
 from tests.fakes import FakeClock
+from tests.support import all_log_text
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 SNS_ID = "0c1d2e3f-4a5b-5c6d-8e9f-a0b1c2d3e4f5"
@@ -335,19 +336,6 @@ def test_an_unexpected_warehouse_error_propagates_and_is_not_dead_lettered() -> 
 # --- logs ---------------------------------------------------------------------------------------------
 
 
-def _all_log_text(records: list[logging.LogRecord]) -> str:
-    formatter = JsonFormatter()
-    parts = []
-    for record in records:
-        parts += [
-            record.getMessage(),
-            repr(record.args),
-            json.dumps(getattr(record, "fields", {}), default=str),
-            formatter.format(record),
-        ]
-    return "\n".join(parts)
-
-
 @pytest.mark.parametrize(
     ("data", "failures", "expected"),
     [
@@ -379,7 +367,7 @@ def test_logs_name_the_message_but_never_contain_the_payload(
     if expected not in {"loaded", "transient"}:
         assert [r.fields["error_type"] for r in records] == [expected]  # type: ignore[attr-defined]
         assert records[0].levelno == logging.WARNING
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
 
 
 def test_a_too_old_dead_letter_log_never_contains_the_payload(caplog: pytest.LogCaptureFixture) -> None:
@@ -387,7 +375,7 @@ def test_a_too_old_dead_letter_log_never_contains_the_payload(caplog: pytest.Log
     warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TransientError("503")]})
     outcome = make_loader(warehouse).handle(message(event(context={"card": SECRET}), age=timedelta(days=3)))
     assert outcome.error_type == "too_old"
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
 
 
 def test_a_schema_violation_never_echoes_the_offending_value_into_logs(
@@ -398,4 +386,4 @@ def test_a_schema_violation_never_echoes_the_offending_value_into_logs(
     outcome = make_loader(warehouse).handle(message(event(timestamp=SECRET)))
     assert outcome.error_type == "schema_violation"
     assert SECRET in the_dead_letter(warehouse)["error_message"]  # the dead-letter table may keep it
-    assert SECRET not in _all_log_text(caplog.records)
+    assert SECRET not in all_log_text(caplog.records)

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
 from jupiter_data.settings import LOADER_SETTING_NAMES, LoaderSettings, SettingsError, get_loader_settings
+from tests.support import RecordingEnv
 
 
 def test_defaults() -> None:
@@ -92,26 +92,9 @@ def test_an_absurdly_long_retry_age_is_named_not_an_overflow() -> None:
     assert set(err.value.problems) == {"LOADER_MAX_RETRY_AGE"}
 
 
-class _RecordingEnv(dict[str, str]):
-    def __init__(self, values: dict[str, str]) -> None:
-        super().__init__(values)
-        self.read: list[str] = []
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        self.read.append(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key: str) -> str:
-        self.read.append(key)
-        return super().__getitem__(key)
-
-    def __iter__(self) -> Iterator[str]:
-        raise AssertionError("settings must read named variables, not scan the environment")
-
-
 @pytest.mark.parametrize("values", [{}, {"LOADER_BATCH_MAX_ROWS": "7", "K_REVISION": "rev-1"}])
 def test_loader_setting_names_lists_exactly_what_from_env_reads(values: dict[str, str]) -> None:
-    env = _RecordingEnv(values)
+    env = RecordingEnv(values)
     LoaderSettings.from_env(env)
     assert sorted(set(env.read)) == sorted(LOADER_SETTING_NAMES)
     assert len(LOADER_SETTING_NAMES) == len(set(LOADER_SETTING_NAMES))

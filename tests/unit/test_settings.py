@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from jupiter_data.settings import SETTING_NAMES, Settings, SettingsError, get_settings
+from tests.support import RecordingEnv
 
 VALID = {"GOOGLE_CLOUD_PROJECT": "jupiter-staging"}
 
@@ -56,21 +55,8 @@ def test_deployed_environments_refuse_emulator_hosts() -> None:
         Settings.from_env({**VALID, "JUPITER_ENV": "production", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"})
 
 
-class _RecordingEnv(dict[str, str]):
-    def __init__(self, values: dict[str, str]) -> None:
-        super().__init__(values)
-        self.read: list[str] = []
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        self.read.append(key)
-        return super().get(key, default)
-
-    def __iter__(self) -> Iterator[str]:
-        raise AssertionError("settings must read named variables, not scan the environment")
-
-
 def test_setting_names_lists_exactly_what_from_env_reads() -> None:
-    env = _RecordingEnv(dict(VALID))
+    env = RecordingEnv(dict(VALID))
     Settings.from_env(env)
     assert sorted(set(env.read)) == sorted(SETTING_NAMES)
 
