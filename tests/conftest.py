@@ -5,8 +5,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from jupiter_data.settings import get_settings
+
+# CI explores the same examples on every run, so a landing never hinges on a lucky draw; developers'
+# runs stay random (and keep hypothesis's example database) to keep finding new failures.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

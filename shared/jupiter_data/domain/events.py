@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -26,6 +26,7 @@ EVENTS_TABLE = "ops.all_user_events"
 DEAD_LETTER_TABLE = "ops.all_user_events_dead_letter"
 REPLAYS_TABLE = "ops.all_user_events_dead_letter_replays"
 SOURCE_OF_EVENT = "INTERNAL_SERVICES"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class InvalidMessage(Exception):
@@ -152,7 +153,7 @@ def to_rows(
     message: PubSubMessage, events: list[dict[str, Any]], loaded_at: datetime
 ) -> list[tuple[str, dict[str, Any]]]:
     """(event_id, row) for each event; event_id is also the row's streaming insert id."""
-    loaded_ms = int(loaded_at.timestamp() * 1000)
+    loaded_ms = (loaded_at - EPOCH) // timedelta(milliseconds=1)  # exact: float seconds can be 1 ms off
     base = event_id_base(message)
     rows = []
     for index, event in enumerate(events):
@@ -167,7 +168,7 @@ def to_rows(
                     "user_id": event["userId"],
                     "event_type": event["eventType"],
                     "time_transaction_occurred": event_ms,
-                    "event_timestamp": _timestamp(datetime.fromtimestamp(event_ms / 1000, UTC)),
+                    "event_timestamp": _timestamp(EPOCH + timedelta(milliseconds=event_ms)),
                     "source_of_event": SOURCE_OF_EVENT,
                     "context": None if context is None else _compact(context),
                     "raw_event": _compact(event),
