@@ -51,11 +51,11 @@ def provision(
         view.description = view_spec.description
         bq.create_table(view, exists_ok=True)
     gcs = storage_client(settings)
-    for role, spec in resources.buckets.items():
+    for role in resources.buckets:
+        # Versioning (resources.json) is Terraform's: fake-gcs-server's filesystem backend, which the
+        # BigQuery emulator reads load-job files from, cannot version buckets.
         with contextlib.suppress(gexc.Conflict):
-            bucket = gcs.bucket(resources.bucket_name(settings.project, role))
-            bucket.versioning_enabled = bool(spec.get("versioning"))
-            gcs.create_bucket(bucket, location=LOCATION)
+            gcs.create_bucket(resources.bucket_name(settings.project, role), location=LOCATION)
     log.info("provisioned local resources", extra={"fields": {"project": settings.project}})
 
 

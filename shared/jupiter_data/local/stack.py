@@ -78,6 +78,10 @@ class LocalStack:
         self.retry_overrides = retry_overrides
 
     @property
+    def gcs_root(self) -> Path:
+        return self.state_dir / "gcs"
+
+    @property
     def env_file(self) -> Path:
         return self.state_dir / "stack.env"
 
@@ -142,11 +146,14 @@ class LocalStack:
                  "--persistent", "--data-dir", str(self.state_dir / "bigquery")],
                 p.bigquery,
                 http_ok(f"http://127.0.0.1:{p.bigquery}/healthz"),
+                env={"BQEMU_GCS_LOCAL_ROOT": str(self.gcs_root)},
             ),
             Service(
                 "storage",
                 [_fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(p.storage),
-                 "-backend", "memory",  # the filesystem backend cannot version buckets
+                 # on disk, where the BigQuery emulator reads gs:// URIs of load jobs (BQEMU_GCS_LOCAL_ROOT);
+                 # this backend cannot version buckets, which only matters in production
+                 "-backend", "filesystem", "-filesystem-root", str(self.gcs_root),
                  "-external-url", f"http://127.0.0.1:{p.storage}", "-public-host", f"127.0.0.1:{p.storage}",
                  "-log-level", "warn"],
                 p.storage,
