@@ -95,3 +95,21 @@ class BigQueryWarehouse:
             raise
         for row in rows:
             yield dict(row.items())
+
+    def load_ndjson(self, uris: list[str], table: str, schema: list[dict[str, Any]]) -> int:
+        """A load job from gzip NDJSON objects in GCS, replacing ``table``; returns rows loaded."""
+        config = bigquery.LoadJobConfig(
+            schema=[bigquery.SchemaField.from_api_repr(field) for field in schema],
+            source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        )
+        job = self._client.load_table_from_uri(uris, self._table_id(table), job_config=config)
+        job.result(timeout=540)
+        return int(job.output_rows or 0)
+
+    def execute(self, sql: str) -> None:
+        """A statement or script whose identifiers are code constants and which takes no values."""
+        self._client.query(sql).result(timeout=540)
+
+    def drop_table(self, table: str) -> None:
+        self._client.delete_table(self._table_id(table), not_found_ok=True)
