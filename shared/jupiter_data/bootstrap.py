@@ -7,16 +7,27 @@ message naming the variable; Google clients are created on the first request tha
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
+from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
-from jupiter_data.adapters.clients import bigquery_client, publisher_client
+from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client
+from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.adapters.sns_http import SnsHttpGateway
 from jupiter_data.logs import configure_logging
 from jupiter_data.ports import SystemClock
+from jupiter_data.resources import load_resources
+from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncConfig
 from jupiter_data.services.bridge import Bridge
 from jupiter_data.services.loader import Loader
-from jupiter_data.settings import Settings, get_bridge_settings, get_loader_settings, get_settings
+from jupiter_data.settings import (
+    Settings,
+    get_amplitude_settings,
+    get_bridge_settings,
+    get_loader_settings,
+    get_settings,
+)
 
 
 def cold_start() -> Settings:
@@ -40,3 +51,25 @@ def bridge() -> Bridge:
 def loader() -> Loader:
     settings = get_settings()
     return Loader(get_loader_settings(), BigQueryWarehouse(bigquery_client(settings)), SystemClock())
+
+
+def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> AmplitudeSync:
+    settings, amplitude = get_settings(), get_amplitude_settings()
+    resources = load_resources()
+    return AmplitudeSync(
+        SyncConfig(
+            raw_bucket=resources.bucket_name(settings.project, "amplitude-raw"),
+            staged_bucket=resources.bucket_name(settings.project, "amplitude-staged"),
+            max_bad_fraction=amplitude.max_bad_fraction,
+        ),
+        AmplitudeExportClient(
+            amplitude.api_base_url,
+            amplitude.api_key,
+            amplitude.secret_key,
+            progress=(lambda size: progress("bytes", size)) if progress else None,
+        ),
+        GcsObjectStore(storage_client(settings)),
+        BigQueryWarehouse(bigquery_client(settings)),
+        SystemClock(),
+        progress=progress,
+    )

@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -39,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("build", help="one reproducible archive per function under dist/ (build --help)")
 
+    sync = commands.add_parser(
+        "sync-amplitude", help="sync a day or a range of days from Amplitude (resumable)"
+    )
+    sync.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD (default: yesterday, UTC)")
+    sync.add_argument("--start", type=date.fromisoformat, help="first day of a backfill")
+    sync.add_argument("--end", type=date.fromisoformat, help="last day of a backfill (inclusive)")
+    sync.add_argument("--force", action="store_true", help="re-sync days that already succeeded")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="download and transform only; store and load nothing"
+    )
+
     replay = commands.add_parser(
         "replay-dead-letters", help="load dead-lettered SNS events that pass validation now, once each"
     )
@@ -54,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         from jupiter_data.local.demo import run_demo
 
         return run_demo(args.state_dir)
+    if args.command == "sync-amplitude":
+        return _sync_amplitude(args)
     if args.command == "replay-dead-letters":
         return _replay(args.since, args.dry_run)
     raise AssertionError(f"unhandled command {args.command}")
@@ -62,6 +75,46 @@ def main(argv: list[str] | None = None) -> int:
 def _utc_datetime(raw: str) -> datetime:
     parsed = datetime.fromisoformat(raw)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _sync_amplitude(args: argparse.Namespace) -> int:
+    from jupiter_data import bootstrap
+    from jupiter_data.domain.amplitude_request import days_between, yesterday
+    from jupiter_data.services.amplitude_sync import SyncFailed
+    from jupiter_data.settings import SettingsError
+
+    if (args.day and (args.start or args.end)) or bool(args.start) != bool(args.end):
+        print("error: give --day, or both --start and --end", file=sys.stderr)
+        return 2
+    try:
+        days = (
+            days_between(args.start, args.end) if args.start else [args.day or yesterday(datetime.now(UTC))]
+        )
+        totals = {"bytes": 0, "events": 0}
+
+        def progress(what: str, amount: int) -> None:
+            totals[what] += amount
+            line = f"{totals['bytes'] / 1e6:8.1f} MB downloaded, {totals['events']:>10,} events transformed"
+            print(f"\r  {day}: {line}", end="", file=sys.stderr, flush=True)
+
+        sync = bootstrap.amplitude_sync(progress)
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc} (locally: source .local/stack.env)", file=sys.stderr)
+        return 2
+    failed = 0
+    for number, day in enumerate(days, 1):
+        totals.update(bytes=0, events=0)
+        print(f"[{number}/{len(days)}] {day}", file=sys.stderr)
+        try:
+            result = sync.sync_day(day, force=args.force, dry_run=args.dry_run)
+        except SyncFailed as exc:
+            failed += 1
+            print(f"\n  FAILED: {exc}", file=sys.stderr)
+            continue
+        counts = f"{result.events} events, {result.property_rows} property rows, {result.bad_lines} bad lines"
+        print(f"\n  {result.status}: {counts}, {len(result.windows)} window(s)", file=sys.stderr)
+    print(f"{len(days) - failed} of {len(days)} day(s) done", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _replay(since: datetime | None, dry_run: bool) -> int:
@@ -111,6 +164,10 @@ def _run(state_dir: Path, free_ports: bool) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    if "sync_amplitude" in stack.function_urls():
+        day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+        stack.trigger_amplitude_sync({"day": day})
+        print(f"asked sync_amplitude to sync {day} from the local Amplitude (published to daily-runs)")
     try:
         print(_banner(stack), flush=True)
         while not (dead := stack.supervisor.dead_services()):
@@ -153,6 +210,11 @@ def _banner(stack: LocalStack) -> str:
             "  .venv/bin/python -c \"import boto3; print(boto3.client('sns').publish(TopicArn="
             f'\'{SNS_TOPIC_ARN}\', Message=\'{{\\"userId\\": \\"u1\\"}}\'))"',
             "  curl -si -X POST $SNS_TO_PUBSUB_URL -d '{}'    # unsigned: 400 with the reason",
+        ]
+    if "sync_amplitude" in stack.function_urls():
+        lines += [
+            "  # sync or backfill Amplitude days into amplitude.events (resumable, with progress):",
+            "  .venv/bin/python -m jupiter_data sync-amplitude --start 2026-11-01 --end 2026-11-03",
         ]
     lines += [
         "",

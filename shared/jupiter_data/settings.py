@@ -14,7 +14,7 @@ import functools
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
@@ -118,6 +118,32 @@ class LoaderSettings:
         return settings
 
 
+@dataclass(frozen=True)
+class AmplitudeSettings:
+    """What ``sync_amplitude`` reads on top of ``Settings``. The keys come from Secret Manager."""
+
+    api_base_url: str
+    api_key: str = field(repr=False)
+    secret_key: str = field(repr=False)  # never in repr, logs or argv
+    max_bad_fraction: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AmplitudeSettings:
+        environ = os.environ if environ is None else environ
+        reader = _Reader(environ)
+        local = environ.get("JUPITER_ENV", "local") == "local"
+        settings = cls(
+            api_base_url=reader.get(
+                "AMPLITUDE_API_BASE_URL", _base_url(allow_http=local), default="https://amplitude.com"
+            ),
+            api_key=reader.get("AMPLITUDE_API_KEY", str),
+            secret_key=reader.get("AMPLITUDE_SECRET_KEY", str),
+            max_bad_fraction=reader.get("AMPLITUDE_MAX_BAD_LINES", _fraction, default="0.001"),
+        )
+        reader.raise_if_invalid()
+        return settings
+
+
 # Every variable each function reads, for docs, Terraform checks and the local stack.
 SETTING_NAMES = (
     "GOOGLE_CLOUD_PROJECT",
@@ -132,6 +158,13 @@ LOADER_SETTING_NAMES = (
     "LOADER_BATCH_MAX_ROWS",
     "LOADER_BATCH_MAX_WAIT_MS",
     "K_REVISION",
+)
+AMPLITUDE_SETTING_NAMES = (
+    "AMPLITUDE_API_BASE_URL",
+    "AMPLITUDE_API_KEY",
+    "AMPLITUDE_SECRET_KEY",
+    "AMPLITUDE_MAX_BAD_LINES",
+    "JUPITER_ENV",
 )
 BRIDGE_SETTING_NAMES = (
     "SNS_ALLOWED_TOPIC_ARNS",
@@ -155,6 +188,11 @@ def get_bridge_settings() -> BridgeSettings:
 @functools.cache
 def get_loader_settings() -> LoaderSettings:
     return LoaderSettings.from_env()
+
+
+@functools.cache
+def get_amplitude_settings() -> AmplitudeSettings:
+    return AmplitudeSettings.from_env()
 
 
 class _Reader:
@@ -209,6 +247,26 @@ def _topic_arns(raw: str) -> frozenset[str]:
     if bad := sorted(arn for arn in arns if not _TOPIC_ARN.match(arn)):
         raise ValueError(f"not SNS topic ARNs: {', '.join(bad)}")
     return arns
+
+
+def _base_url(allow_http: bool) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        schemes = ("https://", "http://") if allow_http else ("https://",)
+        if not raw.startswith(schemes) or any(ch in raw for ch in "?#@ "):
+            raise ValueError(f"{raw!r} must be an {' or '.join(s[:-3] for s in schemes)} base URL")
+        return raw.rstrip("/")
+
+    return parse
+
+
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{raw!r} is not a fraction from 0 to 1 (0.001 = 0.1 %)")
+    return value
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:

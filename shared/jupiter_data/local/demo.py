@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client
 from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.adapters.pubsub import PubSubPublisher
-from jupiter_data.local.stack import SNS_TOPIC_ARN, LocalStack, StackPorts
+from jupiter_data.local.amplitude_data import ExportSpec
+from jupiter_data.local.stack import AMPLITUDE_EVENTS_PER_HOUR, SNS_TOPIC_ARN, LocalStack, StackPorts
 from jupiter_data.local.tap import TopicTap
 from jupiter_data.ports import PreconditionFailed
 from jupiter_data.resources import load_resources
@@ -126,12 +128,48 @@ def check_sns_to_bigquery(stack: LocalStack) -> str:
     )
 
 
+def check_amplitude_sync(stack: LocalStack) -> str:
+    """daily-runs → sync_amplitude → local Export API → GCS → both Amplitude tables, reconciled."""
+    day = date(2026, 11, 20)
+    first_hour = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    expected = ExportSpec(events_per_hour=AMPLITUDE_EVENTS_PER_HOUR).expected(
+        first_hour, first_hour + timedelta(hours=23)
+    )
+    stack.trigger_amplitude_sync({"day": day.isoformat(), "force": True})
+    warehouse = BigQueryWarehouse(bigquery_client(stack.settings()))
+    ledger = (
+        "SELECT status, events_rows, properties_rows, windows FROM `ops.sync_runs` "
+        "WHERE export_day = @day AND started_at >= @since ORDER BY finished_at DESC LIMIT 1"
+    )
+    since, deadline = datetime.now(UTC) - timedelta(seconds=5), time.monotonic() + 60
+    runs: list[dict[str, Any]] = []
+    while not runs and time.monotonic() < deadline:
+        time.sleep(0.5)
+        runs = list(warehouse.query(ledger, {"day": day, "since": since}))
+    if not runs or runs[0]["status"] != "succeeded" or runs[0]["events_rows"] != expected.events:
+        raise AssertionError(
+            f"expected a succeeded run of {expected.events} events for {day}, ledger says {runs}"
+        )
+    (loaded,) = warehouse.query(
+        "SELECT COUNT(*) AS n FROM `amplitude.events` WHERE export_day = @day", {"day": day}
+    )
+    if loaded["n"] != expected.events:
+        raise AssertionError(
+            f"amplitude.events holds {loaded['n']} rows for {day}, expected {expected.events}"
+        )
+    return (
+        f"{day}: {expected.events} events ({expected.late} late) and "
+        f"{runs[0]['properties_rows']} property rows loaded and reconciled"
+    )
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("Pub/Sub emulator", check_pubsub),
     ("Cloud Storage emulator", check_storage),
     ("BigQuery emulator", check_bigquery),
     ("SNS → sns_to_pubsub", check_sns_to_pubsub),
     ("SNS → BigQuery", check_sns_to_bigquery),
+    ("Amplitude → BigQuery", check_amplitude_sync),
 ]
 
 

@@ -7,6 +7,7 @@ free ports with their own state directory, so they never collide with a running 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 import time
@@ -16,6 +17,8 @@ from typing import Any
 
 import boto3
 
+from jupiter_data.adapters.clients import publisher_client
+from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.local.provision import provision
 from jupiter_data.local.supervisor import Service, StackLock, Supervisor, free_port, http_ok, tcp_open
 from jupiter_data.resources import FunctionDef, load_resources
@@ -27,6 +30,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 PROJECT = "jupiter-local"
 # The SNS topic the local stack creates in moto and subscribes the bridge to.
 SNS_TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
+# The local Amplitude Export API's keys: placeholders, not secrets (real ones live in Secret Manager).
+AMPLITUDE_KEYS = {"AMPLITUDE_API_KEY": "local-api-key", "AMPLITUDE_SECRET_KEY": "local-secret-key"}
+AMPLITUDE_EVENTS_PER_HOUR = 200
 # moto accepts any credentials; these are placeholders, not secrets.
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -42,6 +48,7 @@ class StackPorts:
     storage: int = 4443
     pubsub: int = 8085
     sns: int = 5005
+    amplitude: int = 8090
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -98,6 +105,8 @@ class LocalStack:
             "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.bigquery}",
             "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{self.ports.sns}",
             **AWS_ENV,
+            "AMPLITUDE_API_BASE_URL": f"http://127.0.0.1:{self.ports.amplitude}",
+            **AMPLITUDE_KEYS,
         }
         env.update({f"{name.upper()}_URL": url for name, url in self.function_urls().items()})
         return env
@@ -133,6 +142,12 @@ class LocalStack:
         topic_arn = sns.create_topic(Name=SNS_TOPIC_ARN.rsplit(":", 1)[1])["TopicArn"]
         sns.subscribe(TopicArn=topic_arn, Protocol="http", Endpoint=url)
 
+    def trigger_amplitude_sync(self, request: dict[str, Any]) -> str:
+        """Publish to daily-runs as Cloud Scheduler does; the sync_amplitude function picks it up."""
+        settings = self.settings()
+        publisher = PubSubPublisher(publisher_client(settings), settings.project)
+        return publisher.publish("daily-runs", json.dumps(request).encode())
+
     def emulator_services(self) -> list[Service]:
         p = self.ports
         return [
@@ -165,6 +180,14 @@ class LocalStack:
                  "--port", str(p.pubsub)],
                 p.pubsub,
                 tcp_open(p.pubsub),
+            ),
+            Service(
+                "amplitude",
+                [sys.executable, "-m", "jupiter_data.local.amplitude_server", "-p", str(p.amplitude),
+                 "--events-per-hour", str(AMPLITUDE_EVENTS_PER_HOUR)],
+                p.amplitude,
+                http_ok(f"http://127.0.0.1:{p.amplitude}/healthz"),
+                env=AMPLITUDE_KEYS,
             ),
             Service(
                 "sns",

@@ -245,13 +245,3 @@ class AmplitudeSync:
             self._warehouse.insert_rows(LEDGER_TABLE, [row], [run_id])
         except Exception:  # the ledger must not hide the run's own outcome
             log.exception("could not record the sync run", extra={"fields": {"run_id": run_id}})
-
-
-def days_between(first: date, last: date) -> list[date]:
-    if last < first:
-        raise ValueError(f"end {last} is before start {first}")
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
-
-
-def yesterday(now: datetime) -> date:
-    return (now.astimezone(UTC) - timedelta(days=1)).date()

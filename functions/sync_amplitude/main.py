@@ -1,0 +1,32 @@
+"""Daily (Cloud Scheduler 03:00 UTC → Pub/Sub daily-runs) and on-demand Amplitude sync.
+
+Message data: ``{}`` → yesterday (UTC, at run time); ``{"day": "YYYY-MM-DD"}``; ``{"start": ..., "end": ...}``
+for a backfill (days already synced are skipped); ``"force": true`` re-syncs them.
+"""
+
+from __future__ import annotations
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from jupiter_data import bootstrap
+from jupiter_data.domain.amplitude_request import days_requested
+from jupiter_data.domain.events import PubSubMessage
+from jupiter_data.ports import SystemClock
+from jupiter_data.settings import get_amplitude_settings
+
+bootstrap.cold_start()
+get_amplitude_settings()  # fail at cold start, naming the variable
+
+
+@functions_framework.cloud_event
+def sync_amplitude(cloud_event: CloudEvent) -> None:
+    # A bad request is logged and acknowledged (retrying cannot fix it); a failed day raises, so
+    # Pub/Sub redelivers and the day is retried (already-synced days of a range are skipped).
+    message = PubSubMessage.from_push(cloud_event.data)
+    request = days_requested(message.data, SystemClock().now())
+    if request is None:
+        return
+    sync = bootstrap.amplitude_sync()
+    for day in request.days:
+        sync.sync_day(day, force=request.force)
