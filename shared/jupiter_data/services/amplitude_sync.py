@@ -65,8 +65,10 @@ class SyncConfig:
 
 
 def split(start: datetime, end: datetime) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
-    """Halves of an inclusive hour window."""
+    """Halves of an inclusive hour window of at least two hours."""
     hours = int((end - start) / timedelta(hours=1)) + 1
+    if hours < 2:
+        raise ValueError(f"a window of {hours} hour(s) cannot be split")
     middle = start + timedelta(hours=hours // 2 - 1)
     return (start, middle), (middle + timedelta(hours=1), end)
 
@@ -120,7 +122,7 @@ class AmplitudeSync:
 
     def _run(self, day: date, run_id: str, tmp: Path, result: DayResult, dry_run: bool) -> None:
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        staged: dict[str, list[str]] = {"events": [], "properties": []}
+        staged: dict[str, list[tuple[str, Path]]] = {"events": [], "properties": []}
         for index, (window, zip_path, download) in enumerate(
             self._download(start, start + timedelta(hours=23), tmp)
         ):
@@ -142,9 +144,8 @@ class AmplitudeSync:
                 outputs["properties"].open("wb") as pr,
                 outputs["bad_lines"].open("wb") as bad,
             ):
-                stats = amplitude.transform_export(
-                    zip_path, ev, pr, bad, day, max_bad_fraction=self._config.max_bad_fraction
-                )
+                # The malformed-line limit is the day's (checked below), whatever the window split.
+                stats = amplitude.transform_export(zip_path, ev, pr, bad, day, max_bad_fraction=1.0)
             result.events += stats.events
             result.property_rows += stats.property_rows
             result.bad_lines += stats.bad_lines
@@ -152,17 +153,26 @@ class AmplitudeSync:
             if dry_run:
                 continue
             prefix = f"staged/{day}/{run_id}/{label}"
-            for name, path in outputs.items():
-                if name == "bad_lines" and not stats.bad_lines:
-                    continue
-                with path.open("rb") as handle:
-                    self._store.upload(
-                        self._config.staged_bucket, f"{prefix}/{name}.json.gz", handle, "application/gzip"
-                    )
-                if name != "bad_lines":
-                    staged[name].append(f"gs://{self._config.staged_bucket}/{prefix}/{name}.json.gz")
+            if stats.bad_lines:  # staged at once: kept for diagnosis even if the day fails below
+                self._stage(f"{prefix}/bad_lines.json.gz", outputs["bad_lines"])
+            for name in staged:
+                staged[name].append((f"{prefix}/{name}.json.gz", outputs[name]))
+        lines = result.events + result.bad_lines
+        if lines and result.bad_lines > self._config.max_bad_fraction * lines:
+            raise SyncFailed(
+                f"{result.bad_lines} of {lines} lines are malformed, over AMPLITUDE_MAX_BAD_LINES="
+                f"{self._config.max_bad_fraction}; see staged/{day}/{run_id}/*/bad_lines.json.gz"
+            )
         if not dry_run:
-            self._load(day, run_id, staged, result)
+            uris = {
+                name: [self._stage(name_, path) for name_, path in files] for name, files in staged.items()
+            }
+            self._load(day, run_id, uris, result)
+
+    def _stage(self, name: str, path: Path) -> str:
+        with path.open("rb") as handle:
+            self._store.upload(self._config.staged_bucket, name, handle, "application/gzip")
+        return f"gs://{self._config.staged_bucket}/{name}"
 
     def _download(
         self, start: datetime, end: datetime, tmp: Path
@@ -197,6 +207,12 @@ class AmplitudeSync:
                 for name, uris in staged.items()
                 if uris
             }
+            expected = {"events": result.events, "properties": result.property_rows}
+            if any(loaded.get(name, 0) != count for name, count in expected.items()):
+                raise SyncFailed(
+                    f"reconciliation failed for {day}: transformed {result.events} events and "
+                    f"{result.property_rows} property rows, load jobs loaded {loaded}; nothing published"
+                )
             if loaded:
                 # One transaction: readers see the old day or the new one, never a mix. Table names are
                 # code constants and run ids; the day comes from the staged rows themselves.
