@@ -145,7 +145,10 @@ class AmplitudeSync:
                 outputs["bad_lines"].open("wb") as bad,
             ):
                 # The malformed-line limit is the day's (checked below), whatever the window split.
-                stats = amplitude.transform_export(zip_path, ev, pr, bad, day, max_bad_fraction=1.0)
+                # One process: byte-identical staged files on a re-run, and no subprocesses in a function.
+                stats = amplitude.transform_export(
+                    zip_path, ev, pr, bad, day, max_bad_fraction=1.0, workers=1
+                )
             result.events += stats.events
             result.property_rows += stats.property_rows
             result.bad_lines += stats.bad_lines
