@@ -62,6 +62,7 @@ bench: install  ## print benchmark figures (each beside a baseline measured in t
 	$(PY) bench/stack_startup.py
 	$(PY) bench/bridge.py
 	$(PY) bench/loader.py
+	$(PY) bench/amplitude_transform.py
 
 clean:  ## remove the virtualenv, local state and archives
 	rm -rf $(VENV) .local dist .mypy_cache .ruff_cache .pytest_cache
