@@ -47,7 +47,6 @@ import gzip
 import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -63,6 +62,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
 
 from jupiter_data.domain import amplitude
 
@@ -636,15 +637,6 @@ def where_time_goes(small: Size, gunzip_s: float) -> None:
         f"  output NDJSON per event: {ndjson_out / real['events']:,.0f} B "
         f"({real['property_rows'] / real['events']:.1f} property rows per event); "
         f"codecs installed for the transform: {', '.join(amplitude.available_codecs())}"
-    )
-
-
-def machine() -> str:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"machine: {os.cpu_count()} cpus ({affinity} usable), Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {platform.system()} {platform.release()}, "
-        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 

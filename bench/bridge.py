@@ -30,7 +30,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from urllib.parse import urlsplit
 
 import google.cloud.pubsub_v1 as pubsub_v1
 from functions_framework._http.gunicorn import GunicornApplication
+from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
 
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
@@ -498,15 +498,6 @@ def report(bridge_tp: Phase, trivial_tp: Phase, bridge_st: Phase, trivial_st: Ph
     for label, bridge, trivial, ratio, target in rows:
         shown = ratio if ratio is not None else (f"{bridge / trivial:.1f}x" if trivial else "-")
         print(f"{label:<34} | {bridge:>8.1f} | {trivial:>16.1f} | {shown:>6} | {target}")
-
-
-def machine() -> str:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"machine: {os.cpu_count()} cpus ({affinity} usable), Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {platform.system()} {platform.release()}, "
-        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -55,6 +54,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
@@ -539,15 +540,6 @@ def report(b_tp: Phase, o_tp: Phase, b_st: Phase, o_st: Phase, rate: float) -> t
                 f"note: {phase.name} was CAPPED: {phase.skipped} of {phase.messages} messages never started"
             )
     return tp_met, calls_met
-
-
-def machine() -> str:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"machine: {os.cpu_count()} cpus ({affinity} usable), Python {platform.python_version()} "
-        f"({platform.python_implementation()}), {platform.system()} {platform.release()}, "
-        f"load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
 
 
 # -- main ------------------------------------------------------------------------------------------
