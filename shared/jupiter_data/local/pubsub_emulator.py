@@ -403,12 +403,18 @@ class PubSubEmulator:
             )
             return _copy(topic.pb)
 
-    def _list_topics(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if not _PROJECT_RE.match(request.project):
-            _abort(context, _INVALID, f"invalid project {request.project!r}")
-        prefix = request.project + "/topics/"
+    def _in_project(
+        self, project: str, kind: str, items: dict[str, Any], context: grpc.ServicerContext
+    ) -> list[Any]:
+        """Copies of the topics or subscriptions (``kind``) of one project, sorted by name."""
+        if not _PROJECT_RE.match(project):
+            _abort(context, _INVALID, f"invalid project {project!r}")
+        prefix = f"{project}/{kind}/"
         with self._lock:
-            topics = [_copy(t.pb) for n, t in sorted(self._topics.items()) if n.startswith(prefix)]
+            return [_copy(item.pb) for name, item in sorted(items.items()) if name.startswith(prefix)]
+
+    def _list_topics(self, request: Any, context: grpc.ServicerContext) -> Any:
+        topics = self._in_project(request.project, "topics", self._topics, context)
         page, token = _page(topics, request.page_size, request.page_token, context)
         return types.ListTopicsResponse.pb()(topics=page, next_page_token=token)
 
@@ -495,11 +501,7 @@ class PubSubEmulator:
         return empty_pb2.Empty()
 
     def _list_subscriptions(self, request: Any, context: grpc.ServicerContext) -> Any:
-        if not _PROJECT_RE.match(request.project):
-            _abort(context, _INVALID, f"invalid project {request.project!r}")
-        prefix = request.project + "/subscriptions/"
-        with self._lock:
-            subs = [_copy(s.pb) for n, s in sorted(self._subs.items()) if n.startswith(prefix)]
+        subs = self._in_project(request.project, "subscriptions", self._subs, context)
         page, token = _page(subs, request.page_size, request.page_token, context)
         return types.ListSubscriptionsResponse.pb()(subscriptions=page, next_page_token=token)
 
