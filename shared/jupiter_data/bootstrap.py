@@ -61,6 +61,8 @@ def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> Amplit
             raw_bucket=resources.bucket_name(settings.project, "amplitude-raw"),
             staged_bucket=resources.bucket_name(settings.project, "amplitude-staged"),
             max_bad_fraction=amplitude.max_bad_fraction,
+            max_window_bytes=amplitude.max_window_bytes,
+            workers=None,  # a process per CPU for large windows: the same rows, in member-finishing order
         ),
         AmplitudeExportClient(
             amplitude.api_base_url,

@@ -126,6 +126,9 @@ class AmplitudeSettings:
     api_key: str = field(repr=False)
     secret_key: str = field(repr=False)  # never in repr, logs or argv
     max_bad_fraction: float
+    # A window whose zip grows past this is fetched again as two halves, so /tmp (memory on Cloud
+    # Functions) holds at most about 3.5x this at a time (the zip and its staged outputs).
+    max_window_bytes: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AmplitudeSettings:
@@ -139,6 +142,9 @@ class AmplitudeSettings:
             api_key=reader.get("AMPLITUDE_API_KEY", str),
             secret_key=reader.get("AMPLITUDE_SECRET_KEY", str),
             max_bad_fraction=reader.get("AMPLITUDE_MAX_BAD_LINES", _fraction, default="0.001"),
+            max_window_bytes=reader.get(
+                "AMPLITUDE_MAX_WINDOW_BYTES", _int_between(1 << 20, 4 << 30), default=str(256 << 20)
+            ),
         )
         reader.raise_if_invalid()
         return settings
@@ -164,6 +170,7 @@ AMPLITUDE_SETTING_NAMES = (
     "AMPLITUDE_API_KEY",
     "AMPLITUDE_SECRET_KEY",
     "AMPLITUDE_MAX_BAD_LINES",
+    "AMPLITUDE_MAX_WINDOW_BYTES",
     "JUPITER_ENV",
 )
 BRIDGE_SETTING_NAMES = (

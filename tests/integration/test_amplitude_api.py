@@ -92,6 +92,20 @@ def test_too_large_or_timed_out_asks_for_a_smaller_window_without_retrying(
     assert len(script.requests) == 1
 
 
+def test_a_zip_growing_past_max_bytes_stops_the_download_without_retrying(script: Script) -> None:
+    dest = io.BytesIO()
+    with pytest.raises(ExportTooLarge, match="AMPLITUDE_MAX_WINDOW_BYTES"):
+        client(script, []).download(START, END, dest, max_bytes=len(BODY) - 1)
+    assert len(script.requests) == 1
+    assert len(dest.getvalue()) < len(BODY), "a partial zip must not pass for the whole export"
+
+
+def test_a_zip_of_exactly_max_bytes_is_accepted(script: Script) -> None:
+    dest = io.BytesIO()
+    download = client(script, []).download(START, END, dest, max_bytes=len(BODY))
+    assert (download.size, dest.getvalue()) == (len(BODY), BODY)
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_bad_credentials_name_the_settings_and_are_not_retried(script: Script, status: int) -> None:
     script.answers = [(status, {})]

@@ -18,6 +18,7 @@ import zipfile
 from collections import defaultdict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -91,6 +92,8 @@ class FakeExportApi:
         self.truncated_windows = set(truncated_windows)
         self.specs_by_hour = dict(specs_by_hour or {})
         self.requests: list[tuple[datetime, datetime]] = []
+        self.caps: list[int | None] = []
+        self.files_in_tmp: list[list[str]] = []  # what the sync's temporary folder held at each call
         self.served: dict[tuple[datetime, datetime], bytes] = {}
 
     def _spec(self, at: datetime) -> ExportSpec:
@@ -102,8 +105,12 @@ class FakeExportApi:
     def expected_bad_lines(self, start: datetime, end: datetime) -> int:
         return sum(self._spec(h).expected(h, h).malformed for h in hours_between(start, end))
 
-    def download(self, start: datetime, end: datetime, dest: BinaryIO) -> Download:
+    def download(
+        self, start: datetime, end: datetime, dest: BinaryIO, max_bytes: int | None = None
+    ) -> Download:
         self.requests.append((start, end))
+        self.caps.append(max_bytes)
+        self.files_in_tmp.append(sorted(p.name for p in Path(str(dest.name)).parent.iterdir()))
         if self.clock is not None:
             self.clock.advance(seconds=1)
         if self.errors:
@@ -116,6 +123,8 @@ class FakeExportApi:
         payload = self._zip(start, end, hours)
         if (start, end) in self.truncated_windows:
             payload = payload[: len(payload) // 2]
+        if max_bytes is not None and len(payload) > max_bytes:
+            raise ExportTooLarge(f"the export grew past {max_bytes:,} bytes")
         self.served[(start, end)] = payload
         dest.seek(0)
         dest.truncate()
@@ -391,6 +400,36 @@ def test_a_window_too_large_is_halved_depth_first_until_amplitude_answers() -> N
     assert len(h.warehouse.executes()) == 1, "all windows are published in one transaction"
 
 
+def test_a_window_past_max_window_bytes_is_halved_and_a_single_hour_is_taken_whatever_its_size() -> None:
+    api = FakeExportApi()
+    one_hour = len(api._zip(MIDNIGHT, MIDNIGHT, [MIDNIGHT]))
+    h = Harness(api, max_window_bytes=one_hour * 3 // 2)  # under two hours' zip: every window splits
+    result = h.sync.sync_day(DAY)
+
+    assert result.status == "succeeded"
+    assert result.windows == [window(n, n) for n in range(24)]
+    assert all(cap is None for (start, end), cap in zip(api.requests, api.caps, strict=True) if start == end)
+    assert all(
+        cap == one_hour * 3 // 2
+        for (start, end), cap in zip(api.requests, api.caps, strict=True)
+        if start != end
+    )
+    assert result.events == api.expected_events(MIDNIGHT, LAST_HOUR)
+    assert len(h.warehouse.day_rows(EVENTS)) == result.events
+
+
+def test_each_window_frees_its_temporary_files_before_the_next_download() -> None:
+    h = Harness(FakeExportApi(max_window_hours=5))
+    h.sync.sync_day(DAY)
+
+    # Only the download being written: the earlier windows' zips and outputs are gone from /tmp.
+    assert len(h.api.files_in_tmp) == 15
+    assert all(
+        files == [f"export-{start:%Y%m%dT%H}.zip"]
+        for files, (start, _) in zip(h.api.files_in_tmp, h.api.requests, strict=True)
+    )
+
+
 def test_a_single_hour_that_is_still_too_large_fails_the_day_naming_the_hour() -> None:
     h = Harness(FakeExportApi(too_large_hours=[hour(13)]))
     error = h.failed()
@@ -495,7 +534,8 @@ def test_a_failure_in_a_later_window_publishes_nothing_of_the_earlier_ones() -> 
     h.failed()
 
     assert h.api.requests == [window(0, 23), window(0, 11), window(12, 23)]
-    assert h.staged("events") == [], "a day is staged only once every window transformed"
+    # The first window was staged (to free /tmp) under the failed run's own prefix; nothing loaded it.
+    assert [name.split("/")[3] for name in h.staged("events")] == ["20261120T00-20261120T11"]
     assert_nothing_published(h)  # and published whole or not at all
 
 
@@ -508,8 +548,7 @@ def test_malformed_lines_over_the_limit_fail_the_day_and_nothing_is_loaded() -> 
     error = h.failed()
 
     assert "24 of 264 lines are malformed, over AMPLITUDE_MAX_BAD_LINES=0.05" in str(error)
-    assert h.warehouse.loads() == [] and h.warehouse.drops() == []
-    assert h.staged("events") == [] and h.staged("properties") == []
+    assert h.warehouse.loads() == [] and h.warehouse.drops() == []  # the staged files are never loaded
     assert_nothing_published(h)
     row = only_ledger_row(h)
     assert row["status"] == "failed" and row["error"].startswith("SyncFailed: 24 of 264 lines")

@@ -68,15 +68,20 @@ class AmplitudeExportClient:
         self._sleep = sleep
         self._progress = progress
 
-    def download(self, start: datetime, end: datetime, dest: BinaryIO) -> Download:
-        """Write the export of hours ``start``..``end`` (inclusive) to ``dest`` (truncated first)."""
+    def download(
+        self, start: datetime, end: datetime, dest: BinaryIO, max_bytes: int | None = None
+    ) -> Download:
+        """Write the export of hours ``start``..``end`` (inclusive) to ``dest`` (truncated first).
+
+        ``max_bytes``: stop and raise ``ExportTooLarge`` once the zip grows past it (the caller splits).
+        """
         params = {"start": hour_param(start), "end": hour_param(end)}
         for attempt in range(1, self._max_attempts + 1):
             try:
                 with self._session.get(self._url, params=params, stream=True, timeout=TIMEOUT) as reply:
                     status = reply.status_code
                     if status == 200:
-                        return self._save(reply, dest)
+                        return self._save(reply, dest, max_bytes)
                     if status == 404:
                         return Download(has_data=False, size=0, sha256=hashlib.sha256().hexdigest())
                     if status in (400, 504):
@@ -113,11 +118,14 @@ class AmplitudeExportClient:
         backoff = min(self._max_delay, self._base_delay * 2 ** (attempt - 1))
         return float(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not security
 
-    def _save(self, reply: requests.Response, dest: BinaryIO) -> Download:
+    def _save(self, reply: requests.Response, dest: BinaryIO, max_bytes: int | None) -> Download:
         dest.seek(0)
         dest.truncate()
         digest, size = hashlib.sha256(), 0
         for chunk in reply.iter_content(CHUNK):
+            if max_bytes is not None and size + len(chunk) > max_bytes:
+                dest.truncate(0)
+                raise ExportTooLarge(f"the export grew past {max_bytes:,} bytes (AMPLITUDE_MAX_WINDOW_BYTES)")
             dest.write(chunk)
             digest.update(chunk)
             size += len(chunk)

@@ -22,7 +22,8 @@ Supported:
 * Push subscriptions: each message is POSTed as the standard push envelope (which
   functions-framework turns into a ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvent)
   by a pool of ``push_workers`` threads per subscription. 102/200/201/202/204 acks; anything else,
-  a connection error or a timeout (the ack deadline, capped at 60 s) nacks. Nacked messages are
+  a connection error or a timeout (the ack deadline, as in Pub/Sub: a 9-minute sync is not
+  redelivered while it runs) nacks. Nacked messages are
   retried with exponential backoff: the subscription's retry_policy when set, otherwise
   0.1 s doubling to 10 s, with +-10 % jitter. No authentication header is sent.
 
@@ -72,7 +73,6 @@ RETRY_POLICY_MAX_BACKOFF = 600.0
 PULL_MAX_WAIT = 5.0  # a Pull with nothing to return long-polls at most this long
 _PUSH_ACK_STATUSES = frozenset({102, 200, 201, 202, 204})
 _PUSH_CONNECT_TIMEOUT = 2.0
-_PUSH_MAX_TIMEOUT = 60.0
 _BATCH_MESSAGES = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
 _DELETED_TOPIC = "_deleted-topic_"
@@ -767,7 +767,7 @@ class PubSubEmulator:
                     pending.attempts += 1
                     sub.pushing += 1
                     url = sub.pb.push_config.push_endpoint
-                    timeout = min(float(sub.pb.ack_deadline_seconds), _PUSH_MAX_TIMEOUT)
+                    timeout = float(sub.pb.ack_deadline_seconds)  # as Pub/Sub: up to 600 s
                     body = self._envelope(sub, pending)
                 delivered = self._post(session, url, body, timeout)
                 with self._lock:

@@ -32,7 +32,9 @@ LEDGER_TABLE = "ops.sync_runs"
 
 
 class ExportApi(Protocol):
-    def download(self, start: datetime, end: datetime, dest: Any) -> Download: ...
+    def download(
+        self, start: datetime, end: datetime, dest: Any, max_bytes: int | None = None
+    ) -> Download: ...
 
 
 class BulkWarehouse(Warehouse, Protocol):
@@ -62,6 +64,8 @@ class SyncConfig:
     raw_bucket: str
     staged_bucket: str
     max_bad_fraction: float = amplitude.DEFAULT_MAX_BAD_FRACTION
+    max_window_bytes: int | None = None  # None: take each window whole
+    workers: int | None = 1  # transform processes; None: one per CPU for large windows
 
 
 def split(start: datetime, end: datetime) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
@@ -121,11 +125,10 @@ class AmplitudeSync:
         return result
 
     def _run(self, day: date, run_id: str, tmp: Path, result: DayResult, dry_run: bool) -> None:
+        """Window by window: keep the raw zip, transform it, stage the outputs, free /tmp; then load."""
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        staged: dict[str, list[tuple[str, Path]]] = {"events": [], "properties": []}
-        for index, (window, zip_path, download) in enumerate(
-            self._download(start, start + timedelta(hours=23), tmp)
-        ):
+        uris: dict[str, list[str]] = {"events": [], "properties": []}
+        for window, zip_path, download in self._download(start, start + timedelta(hours=23), tmp):
             result.windows.append(window)
             result.bytes_downloaded += download.size
             label = f"{window[0]:%Y%m%dT%H}-{window[1]:%Y%m%dT%H}"
@@ -136,30 +139,33 @@ class AmplitudeSync:
                         {"window": label, "sha256": download.sha256, "size": str(download.size),
                          "fetched_at": self._clock.now().isoformat()},
                     )  # fmt: skip
-            outputs = {
-                name: tmp / f"{name}-{index}.json.gz" for name in ("events", "properties", "bad_lines")
-            }
+            outputs = {name: tmp / f"{label}-{name}.json.gz" for name in ("events", "properties", "bad")}
             with (
                 outputs["events"].open("wb") as ev,
                 outputs["properties"].open("wb") as pr,
-                outputs["bad_lines"].open("wb") as bad,
+                outputs["bad"].open("wb") as bad,
             ):
                 # The malformed-line limit is the day's (checked below), whatever the window split.
-                # One process: byte-identical staged files on a re-run, and no subprocesses in a function.
                 stats = amplitude.transform_export(
-                    zip_path, ev, pr, bad, day, max_bad_fraction=1.0, workers=1
+                    zip_path, ev, pr, bad, day, max_bad_fraction=1.0, workers=self._config.workers
                 )
             result.events += stats.events
             result.property_rows += stats.property_rows
             result.bad_lines += stats.bad_lines
             self._progress("events", stats.events)
-            if dry_run:
-                continue
-            prefix = f"staged/{day}/{run_id}/{label}"
-            if stats.bad_lines:  # staged at once: kept for diagnosis even if the day fails below
-                self._stage(f"{prefix}/bad_lines.json.gz", outputs["bad_lines"])
-            for name in staged:
-                staged[name].append((f"{prefix}/{name}.json.gz", outputs[name]))
+            log.info(
+                "Amplitude window transformed",
+                extra={"fields": {"export_day": day.isoformat(), "window": label, **stats.to_dict()}},
+            )
+            if not dry_run:
+                # Staged now, under this run's own prefix: nothing is loaded unless the whole day passes.
+                prefix = f"staged/{day}/{run_id}/{label}"
+                if stats.bad_lines:  # kept for diagnosis even if the day fails below
+                    self._stage(f"{prefix}/bad_lines.json.gz", outputs["bad"])
+                for name in uris:
+                    uris[name].append(self._stage(f"{prefix}/{name}.json.gz", outputs[name]))
+            for path in (zip_path, *outputs.values()):
+                path.unlink()
         lines = result.events + result.bad_lines
         if lines and result.bad_lines > self._config.max_bad_fraction * lines:
             raise SyncFailed(
@@ -167,9 +173,6 @@ class AmplitudeSync:
                 f"{self._config.max_bad_fraction}; see staged/{day}/{run_id}/*/bad_lines.json.gz"
             )
         if not dry_run:
-            uris = {
-                name: [self._stage(name_, path) for name_, path in files] for name, files in staged.items()
-            }
             self._load(day, run_id, uris, result)
 
     def _stage(self, name: str, path: Path) -> str:
@@ -180,25 +183,38 @@ class AmplitudeSync:
     def _download(
         self, start: datetime, end: datetime, tmp: Path
     ) -> Iterator[tuple[tuple[datetime, datetime], Path, Download]]:
-        """Each window with data, splitting on 400/504 down to single hours."""
+        """Each window with data, splitting on 400/504 or past max_window_bytes, down to single hours."""
         pending = [(start, end)]
         while pending:
             window = pending.pop(0)
+            single_hour = window[0] == window[1]
             path = tmp / f"export-{window[0]:%Y%m%dT%H}.zip"
             try:
                 with path.open("w+b") as dest:
-                    download = self._api.download(window[0], window[1], dest)
+                    # A single hour is taken whatever its size: it cannot be split.
+                    cap = None if single_hour else self._config.max_window_bytes
+                    download = self._api.download(window[0], window[1], dest, max_bytes=cap)
             except ExportTooLarge as exc:
-                if window[0] == window[1]:
+                if single_hour:
                     raise SyncFailed(
                         f"the export of the single hour {window[0]:%Y-%m-%d %H}:00 failed: {exc}"
                     ) from exc
-                log.warning("export window too large; splitting", extra={"fields": {"window": str(window)}})
+                log.warning(
+                    "export window too large; splitting",
+                    extra={
+                        "fields": {
+                            "window": f"{window[0]:%Y%m%dT%H}-{window[1]:%Y%m%dT%H}",
+                            "reason": str(exc),
+                        }
+                    },
+                )
                 pending[:0] = list(split(*window))
                 continue
             self._progress("bytes", download.size)
             if download.has_data:
                 yield window, path, download
+            else:
+                path.unlink()
 
     def _load(self, day: date, run_id: str, staged: dict[str, list[str]], result: DayResult) -> None:
         resources = load_resources()
