@@ -46,6 +46,7 @@ import argparse
 import gzip
 import hashlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -608,10 +609,17 @@ def day_extrapolation(large: Size) -> None:
         f"fan-out needed on 1 vCPU: {'no' if cpu_fits else 'YES'}"
     )
     print(
-        f"  not included: the Export API download, the GCS uploads and the load jobs; a Cloud Functions "
-        f"vCPU may be slower than this machine's. Temporary files for a 3M day as AmplitudeSync stages them "
-        f"(zip {zip_per_event * DAY_EVENTS / MB:,.0f} MB + outputs {out_per_event * DAY_EVENTS / MB:,.0f} MB "
-        f"at this export's bytes per event) live in /tmp, which on Cloud Functions is memory"
+        "  not included: the Export API download, the GCS uploads and the load jobs; a Cloud Functions "
+        "vCPU may be slower than this machine's."
+    )
+    cap = 256 * 2**20  # AMPLITUDE_MAX_WINDOW_BYTES's default
+    per_event = zip_per_event + out_per_event
+    windows = 2 ** math.ceil(math.log2(max(1.0, zip_per_event * DAY_EVENTS / cap)))
+    print(
+        f"  /tmp (memory on Cloud Functions) for a 3M day: zip {zip_per_event * DAY_EVENTS / MB:,.0f} MB + "
+        f"outputs {out_per_event * DAY_EVENTS / MB:,.0f} MB at this export's bytes per event if held at "
+        f"once; AmplitudeSync holds one window at a time, windows halved until the zip is <= 256 MiB: "
+        f"about {windows} windows, peak about {per_event * DAY_EVENTS / windows / MB:,.0f} MB"
     )
 
 
