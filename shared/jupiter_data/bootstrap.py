@@ -10,8 +10,13 @@ import functools
 from collections.abc import Callable
 
 from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
-from jupiter_data.adapters.bigquery import BigQueryWarehouse
-from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client
+from jupiter_data.adapters.bigquery import BigQueryQueryRunner, BigQueryWarehouse
+from jupiter_data.adapters.clients import (
+    bigquery_client,
+    bigquery_read_client,
+    publisher_client,
+    storage_client,
+)
 from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.adapters.sns_http import SnsHttpGateway
@@ -20,11 +25,13 @@ from jupiter_data.ports import SystemClock
 from jupiter_data.resources import load_resources
 from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncConfig
 from jupiter_data.services.bridge import Bridge
+from jupiter_data.services.data_api import DataApi, DataApiConfig
 from jupiter_data.services.loader import Loader
 from jupiter_data.settings import (
     Settings,
     get_amplitude_settings,
     get_bridge_settings,
+    get_data_api_settings,
     get_loader_settings,
     get_settings,
 )
@@ -74,4 +81,23 @@ def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> Amplit
         BigQueryWarehouse(bigquery_client(settings)),
         SystemClock(),
         progress=progress,
+    )
+
+
+@functools.cache
+def data_api() -> DataApi:
+    settings, api = get_settings(), get_data_api_settings()
+    return DataApi(
+        DataApiConfig(
+            keys=api.api_keys,
+            max_range_days=api.max_range_days,
+            max_bytes_billed=api.max_bytes_billed,
+            query_timeout_s=api.query_timeout.total_seconds(),
+        ),
+        BigQueryQueryRunner(
+            bigquery_client(settings),
+            # The emulator serves the Storage Read API for tables but not for query results.
+            None if settings.bigquery_emulator_host else (lambda: bigquery_read_client(settings)),
+        ),
+        lambda: SystemClock().now().date(),
     )

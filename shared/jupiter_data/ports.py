@@ -37,6 +37,28 @@ class Warehouse(Protocol):
         """Run a parameterised query (``@name`` placeholders) and yield rows as dicts."""
 
 
+class QueryTimeout(Exception):
+    """A query ran past its time limit (and was cancelled)."""
+
+
+class QueryRunner(Protocol):
+    """The data API's read path: catalogue SQL only, with cost controls."""
+
+    def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int:
+        """A dry run: the bytes the query would process (and so bill)."""
+
+    def rows(
+        self,
+        sql: str,
+        params: Mapping[str, Any],
+        *,
+        labels: Mapping[str, str],
+        timeout_s: float,
+        max_bytes_billed: int,
+    ) -> Iterator[dict[str, Any]]:
+        """Run the query and stream its rows; ``QueryTimeout`` past ``timeout_s``."""
+
+
 class ObjectStore(Protocol):
     def upload(
         self,

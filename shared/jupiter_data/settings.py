@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
+from jupiter_data.domain.data_api import ApiKeys
+
 T = TypeVar("T")
 
 ENVIRONMENTS = ("local", "staging", "production")
@@ -44,10 +46,18 @@ class Settings:
     pubsub_emulator_host: str | None
     storage_emulator_host: str | None
     bigquery_emulator_host: str | None
+    bigquery_storage_emulator_host: str | None = None  # the emulator's gRPC port (Storage Read API)
 
     @property
     def uses_emulators(self) -> bool:
-        return any((self.pubsub_emulator_host, self.storage_emulator_host, self.bigquery_emulator_host))
+        return any(
+            (
+                self.pubsub_emulator_host,
+                self.storage_emulator_host,
+                self.bigquery_emulator_host,
+                self.bigquery_storage_emulator_host,
+            )
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +69,7 @@ class Settings:
             pubsub_emulator_host=reader.optional("PUBSUB_EMULATOR_HOST", _host_port),
             storage_emulator_host=reader.optional("STORAGE_EMULATOR_HOST", _host_port),
             bigquery_emulator_host=reader.optional("BIGQUERY_EMULATOR_HOST", _host_port),
+            bigquery_storage_emulator_host=reader.optional("BIGQUERY_STORAGE_EMULATOR_HOST", _host_port),
         )
         reader.raise_if_invalid()
         if settings.environment != "local" and settings.uses_emulators:
@@ -150,6 +161,30 @@ class AmplitudeSettings:
         return settings
 
 
+@dataclass(frozen=True)
+class DataApiSettings:
+    """What ``fetch_from_bigquery`` reads on top of ``Settings``. The key digests come from Secret Manager."""
+
+    api_keys: ApiKeys = field(repr=False)
+    max_range_days: int
+    max_bytes_billed: int
+    query_timeout: timedelta
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DataApiSettings:
+        reader = _Reader(os.environ if environ is None else environ)
+        settings = cls(
+            api_keys=reader.get("FETCH_API_KEYS", ApiKeys.parse),
+            max_range_days=reader.get("FETCH_MAX_RANGE_DAYS", _int_between(1, 3660), default="92"),
+            max_bytes_billed=reader.get(
+                "FETCH_MAX_BYTES_BILLED", _int_between(10 << 20, 10 << 40), default=str(10 << 30)
+            ),
+            query_timeout=reader.get("FETCH_QUERY_TIMEOUT", _duration, default="30s"),
+        )
+        reader.raise_if_invalid()
+        return settings
+
+
 # Every variable each function reads, for docs, Terraform checks and the local stack.
 SETTING_NAMES = (
     "GOOGLE_CLOUD_PROJECT",
@@ -158,6 +193,7 @@ SETTING_NAMES = (
     "PUBSUB_EMULATOR_HOST",
     "STORAGE_EMULATOR_HOST",
     "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_STORAGE_EMULATOR_HOST",
 )
 LOADER_SETTING_NAMES = (
     "LOADER_MAX_RETRY_AGE",
@@ -172,6 +208,12 @@ AMPLITUDE_SETTING_NAMES = (
     "AMPLITUDE_MAX_BAD_LINES",
     "AMPLITUDE_MAX_WINDOW_BYTES",
     "JUPITER_ENV",
+)
+DATA_API_SETTING_NAMES = (
+    "FETCH_API_KEYS",
+    "FETCH_MAX_RANGE_DAYS",
+    "FETCH_MAX_BYTES_BILLED",
+    "FETCH_QUERY_TIMEOUT",
 )
 BRIDGE_SETTING_NAMES = (
     "SNS_ALLOWED_TOPIC_ARNS",
@@ -200,6 +242,11 @@ def get_loader_settings() -> LoaderSettings:
 @functools.cache
 def get_amplitude_settings() -> AmplitudeSettings:
     return AmplitudeSettings.from_env()
+
+
+@functools.cache
+def get_data_api_settings() -> DataApiSettings:
+    return DataApiSettings.from_env()
 
 
 class _Reader:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from jupiter_data.ports import Row, TransientError
+from jupiter_data.ports import QueryTimeout, Row, TransientError
 
 # Within an invocation, retry briefly and then let Pub/Sub redeliver with its backoff, rather than
 # hold the request for the client's ten-minute default.
@@ -113,3 +115,57 @@ class BigQueryWarehouse:
 
     def drop_table(self, table: str) -> None:
         self._client.delete_table(self._table_id(table), not_found_ok=True)
+
+
+# Results larger than this come through the BigQuery Storage Read API (Arrow streams over gRPC)
+# instead of pages of the REST API.
+STORAGE_API_MIN_ROWS = 5_000
+
+
+class BigQueryQueryRunner:
+    """Runs the data API's catalogue queries: dry-run estimates, byte caps, labels and timeouts."""
+
+    def __init__(self, client: bigquery.Client, read_client: Callable[[], Any] | None = None) -> None:
+        self._client = client
+        self._read_client = read_client  # created on the first large result only
+
+    def _config(self, params: Mapping[str, Any], **options: Any) -> bigquery.QueryJobConfig:
+        return bigquery.QueryJobConfig(
+            query_parameters=[_parameter(name, value) for name, value in params.items()],
+            use_query_cache=options.pop("use_query_cache", True),
+            **options,
+        )
+
+    def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int:
+        config = self._config(params, dry_run=True, use_query_cache=False)
+        job = self._client.query(sql, job_config=config, retry=RETRY, timeout=REQUEST_TIMEOUT)
+        return int(job.total_bytes_processed or 0)
+
+    def rows(
+        self,
+        sql: str,
+        params: Mapping[str, Any],
+        *,
+        labels: Mapping[str, str],
+        timeout_s: float,
+        max_bytes_billed: int,
+    ) -> Iterator[dict[str, Any]]:
+        config = self._config(
+            params,
+            labels=dict(labels),
+            maximum_bytes_billed=max_bytes_billed,
+            job_timeout_ms=int(timeout_s * 1000),
+        )
+        job = self._client.query(sql, job_config=config, retry=RETRY, timeout=REQUEST_TIMEOUT)
+        try:
+            result = job.result(timeout=timeout_s)
+        except (concurrent.futures.TimeoutError, gexc.DeadlineExceeded) as exc:
+            with contextlib.suppress(Exception):
+                job.cancel()
+            raise QueryTimeout(f"query {job.job_id} ran over {timeout_s} s") from exc
+        if self._read_client is not None and (result.total_rows or 0) >= STORAGE_API_MIN_ROWS:
+            for batch in result.to_arrow_iterable(bqstorage_client=self._read_client()):
+                yield from batch.to_pylist()
+            return
+        for row in result:
+            yield dict(row.items())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 import google.cloud.pubsub_v1 as pubsub_v1  # untyped: plain import keeps mypy quiet
 import google.cloud.storage as storage  # untyped: plain import keeps mypy quiet
@@ -33,6 +34,23 @@ def bigquery_client(settings: Settings) -> bigquery.Client:
             client_options=ClientOptions(api_endpoint=_http_endpoint(settings.bigquery_emulator_host)),
         )
     return bigquery.Client(project=settings.project)
+
+
+@functools.cache
+def bigquery_read_client(settings: Settings) -> Any:
+    """The BigQuery Storage Read API (Arrow over gRPC); the emulator serves it in plain text.
+
+    Imported here: only fetch_from_bigquery needs it, and only for large results.
+    """
+    import grpc
+    from google.cloud import bigquery_storage_v1
+    from google.cloud.bigquery_storage_v1.services.big_query_read import transports
+
+    if settings.bigquery_storage_emulator_host:
+        channel = grpc.insecure_channel(settings.bigquery_storage_emulator_host)
+        transport = transports.BigQueryReadGrpcTransport(channel=channel)
+        return bigquery_storage_v1.BigQueryReadClient(transport=transport)  # type: ignore[no-untyped-call]
+    return bigquery_storage_v1.BigQueryReadClient()  # type: ignore[no-untyped-call]
 
 
 @functools.cache

@@ -103,6 +103,7 @@ class LocalStack:
             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}",
             "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.storage}",
             "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{self.ports.bigquery}",
+            "BIGQUERY_STORAGE_EMULATOR_HOST": f"127.0.0.1:{self.ports.bigquery_grpc}",
             "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{self.ports.sns}",
             **AWS_ENV,
             "AMPLITUDE_API_BASE_URL": f"http://127.0.0.1:{self.ports.amplitude}",
