@@ -191,6 +191,8 @@ def _banner(stack: LocalStack) -> str:
     ]
     for name, url in stack.function_urls().items():
         lines.append(f"  {name:<24} {url}")
+    if "fetch_from_bigquery" in stack.function_urls():
+        lines.append(f"  {'development API key':<24} {stack.fetch_api_key}")
     if not stack.functions:
         lines.append("  (no functions built yet: functions/<name>/main.py appear with their issues)")
     lines += [
@@ -210,6 +212,12 @@ def _banner(stack: LocalStack) -> str:
             "  .venv/bin/python -c \"import boto3; print(boto3.client('sns').publish(TopicArn="
             f'\'{SNS_TOPIC_ARN}\', Message=\'{{\\"userId\\": \\"u1\\"}}\'))"',
             "  curl -si -X POST $SNS_TO_PUBSUB_URL -d '{}'    # unsigned: 400 with the reason",
+        ]
+    if "fetch_from_bigquery" in stack.function_urls():
+        lines += [
+            "  # the data API, with this stack's development key ($FETCH_API_KEY in stack.env):",
+            '  curl -s -H "Authorization: Bearer $FETCH_API_KEY" '
+            '"$FETCH_FROM_BIGQUERY_URL/v1/metrics/event-counts?start=2026-11-01&end=2026-11-30"',
         ]
     if "sync_amplitude" in stack.function_urls():
         lines += [

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
 from google.cloud import bigquery
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
@@ -163,6 +164,59 @@ def check_amplitude_sync(stack: LocalStack) -> str:
     )
 
 
+def check_data_api(stack: LocalStack) -> str:
+    """Every fetch_from_bigquery endpoint with the development key; one figure checked against SQL."""
+    url = stack.function_urls()["fetch_from_bigquery"]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {stack.fetch_api_key}"
+    days = {"start": "2026-11-01", "end": "2026-11-30"}
+    calls = [
+        ("GET", "/openapi.json", {}, None),
+        ("GET", "/v1/events", {**days, "limit": "5"}, None),
+        ("GET", "/v1/events", {**days, "limit": "5", "format": "csv"}, None),
+        ("GET", "/v1/metrics/event-counts", days, None),
+        ("GET", "/v1/metrics/active-users", {"start": "2026-11-18", "end": "2026-11-24"}, None),
+    ]
+    answers = {}
+    for method, path, params, body in calls:
+        reply = session.request(method, url + path, params=params, json=body, timeout=30)
+        if reply.status_code != 200:
+            raise AssertionError(f"{method} {path} answered {reply.status_code}: {reply.text[:300]}")
+        answers[(path, params.get("format"))] = reply
+    first = answers[("/v1/events", None)].json()["data"][0]
+    timeline = session.get(f"{url}/v1/users/{first['user_id']}/events", timeout=30)
+    if timeline.status_code != 200 or not timeline.json()["data"]:
+        raise AssertionError(f"the timeline of {first['user_id']} answered {timeline.status_code}")
+    counts = answers[("/v1/metrics/event-counts", None)].json()["data"]
+    types = sorted(
+        {row["event_type"] for row in counts if row["source"] == "amplitude" and row["event_type"]}
+    )
+    legacy = session.post(url, json={"startDate": "2026-11-01", "endDate": "2026-11-30", "eventTypes": types},
+                          timeout=30)  # fmt: skip
+    if legacy.status_code != 200:
+        raise AssertionError(f"POST / answered {legacy.status_code}: {legacy.text[:300]}")
+    legacy_total = sum(row["event_count"] for row in legacy.json())
+    (direct,) = BigQueryWarehouse(bigquery_client(stack.settings())).query(
+        "SELECT COUNT(DISTINCT CONCAT(IFNULL(insert_id, ''), '/', IFNULL(uuid, ''))) AS n "
+        "FROM `amplitude.events` WHERE event_time >= @start AND event_time < @end "
+        "AND event_type IN UNNEST(@types)",
+        {
+            "start": datetime(2026, 11, 1, tzinfo=UTC),
+            "end": datetime(2026, 12, 1, tzinfo=UTC),
+            "types": types,
+        },
+    )
+    if legacy_total != direct["n"]:
+        raise AssertionError(f"POST / counted {legacy_total} Amplitude events, BigQuery holds {direct['n']}")
+    unauthenticated = requests.get(f"{url}/v1/events", params=days, timeout=30)
+    if unauthenticated.status_code != 401:
+        raise AssertionError(f"a call without a key answered {unauthenticated.status_code}")
+    return (
+        f"6 endpoints answered with the development key; POST / counted {legacy_total} Amplitude events "
+        f"as BigQuery does; no key: 401"
+    )
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("Pub/Sub emulator", check_pubsub),
     ("Cloud Storage emulator", check_storage),
@@ -170,6 +224,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("SNS → sns_to_pubsub", check_sns_to_pubsub),
     ("SNS → BigQuery", check_sns_to_bigquery),
     ("Amplitude → BigQuery", check_amplitude_sync),
+    ("fetch_from_bigquery API", check_data_api),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import boto3
 
 from jupiter_data.adapters.clients import publisher_client
 from jupiter_data.adapters.pubsub import PubSubPublisher
+from jupiter_data.domain.data_api import ApiKeys
 from jupiter_data.local.provision import provision
 from jupiter_data.local.supervisor import Service, StackLock, Supervisor, free_port, http_ok, tcp_open
 from jupiter_data.resources import FunctionDef, load_resources
@@ -83,6 +85,9 @@ class LocalStack:
         self._lock = StackLock(state_dir)
         self.startup_seconds = 0.0
         self.retry_overrides = retry_overrides
+        # A fresh development key per stack: printed, exported as FETCH_API_KEY in stack.env; the
+        # function only ever sees its digest, as deployed functions do.
+        self.fetch_api_key = secrets.token_urlsafe(32)
 
     @property
     def gcs_root(self) -> Path:
@@ -95,8 +100,8 @@ class LocalStack:
     def function_urls(self) -> dict[str, str]:
         return {name: f"http://127.0.0.1:{port}" for name, port in self.function_ports.items()}
 
-    def env(self) -> dict[str, str]:
-        """What a client needs to attach: also written to ``stack.env``."""
+    def env(self, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+        """What a client needs to attach: also written to ``stack.env`` (``exclude``: names left out)."""
         env = {
             "GOOGLE_CLOUD_PROJECT": self.project,
             "JUPITER_ENV": "local",
@@ -108,9 +113,10 @@ class LocalStack:
             **AWS_ENV,
             "AMPLITUDE_API_BASE_URL": f"http://127.0.0.1:{self.ports.amplitude}",
             **AMPLITUDE_KEYS,
+            "FETCH_API_KEY": self.fetch_api_key,
         }
         env.update({f"{name.upper()}_URL": url for name, url in self.function_urls().items()})
-        return env
+        return {name: value for name, value in env.items() if name not in exclude}
 
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
@@ -122,6 +128,8 @@ class LocalStack:
                 "SNS_ALLOWED_TOPIC_ARNS": SNS_TOPIC_ARN,
                 "SNS_CERT_BASE_URL": f"http://127.0.0.1:{self.ports.sns}",
             }
+        if name == "fetch_from_bigquery":
+            return {"FETCH_API_KEYS": f"local-dev:{ApiKeys.digest(self.fetch_api_key)}"}
         return {}
 
     def sns_client(self) -> Any:
@@ -214,7 +222,8 @@ class LocalStack:
                      "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
                     port,
                     tcp_open(port),
-                    env={**self.env(), "LOG_LEVEL": "INFO", **self.function_env(function.name)},
+                    env={**self.env(exclude=("FETCH_API_KEY",)), "LOG_LEVEL": "INFO",
+                         **self.function_env(function.name)},
                     cwd=source,
                 )
             )  # fmt: skip
@@ -228,6 +237,7 @@ class LocalStack:
             provision(self.settings(), load_resources(), self.function_urls(), self.retry_overrides)
             self.supervisor.start(self.function_services())
             self._subscribe_bridge()
+            self.env_file.touch(mode=0o600)  # it holds the development API key
             self.env_file.write_text("".join(f"export {k}={v}\n" for k, v in self.env().items()))
         except BaseException:
             self.stop()
