@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import flask
 import functions_framework
+from werkzeug.exceptions import HTTPException
 
 from jupiter_data import bootstrap
+from jupiter_data.domain.data_api import ApiProblem
 from jupiter_data.logs import request_trace
-from jupiter_data.services.data_api import MAX_BODY_BYTES, Call
+from jupiter_data.services.data_api import MAX_BODY_BYTES, ApiResponse, Call, problem_response
 from jupiter_data.settings import get_data_api_settings
 
 settings = bootstrap.cold_start()
 get_data_api_settings()  # fail at cold start, naming the variable
+
+
+def _as_flask(reply: ApiResponse) -> flask.Response:
+    return flask.Response(reply.body, status=reply.status, mimetype=reply.content_type, headers=reply.headers)
+
+
+@functions_framework.errorhandler(HTTPException)
+def _framework_error(error: HTTPException) -> flask.Response:
+    # Requests the framework refuses before the function runs (a path its router cannot match, such
+    # as one with a newline, or a method it does not route) get problem details too, not HTML.
+    status = error.code or 500
+    return _as_flask(problem_response(ApiProblem(status, error.name, "the request cannot be served")))
 
 
 @functions_framework.http
@@ -27,4 +41,4 @@ def fetch_from_bigquery(request: flask.Request) -> flask.Response:
     )
     with request_trace(request.headers, settings.project):
         reply = bootstrap.data_api().handle(call)
-    return flask.Response(reply.body, status=reply.status, mimetype=reply.content_type, headers=reply.headers)
+    return _as_flask(reply)
