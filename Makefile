@@ -63,6 +63,7 @@ bench: install  ## print benchmark figures (each beside a baseline measured in t
 	$(PY) bench/bridge.py
 	$(PY) bench/loader.py
 	$(PY) bench/amplitude_transform.py
+	$(PY) bench/fetch_api.py
 
 clean:  ## remove the virtualenv, local state and archives
 	rm -rf $(VENV) .local dist .mypy_cache .ruff_cache .pytest_cache

@@ -41,6 +41,10 @@ class QueryTimeout(Exception):
     """A query ran past its time limit (and was cancelled)."""
 
 
+class QueryTooExpensive(Exception):
+    """BigQuery refused to run a query over its ``maximum_bytes_billed``: nothing was billed."""
+
+
 class QueryRunner(Protocol):
     """The data API's read path: catalogue SQL only, with cost controls."""
 
@@ -56,7 +60,8 @@ class QueryRunner(Protocol):
         timeout_s: float,
         max_bytes_billed: int,
     ) -> Iterator[dict[str, Any]]:
-        """Run the query and stream its rows; ``QueryTimeout`` past ``timeout_s``."""
+        """Run the query and stream its rows; ``QueryTimeout`` past ``timeout_s``, ``QueryTooExpensive``
+        when it would bill more than ``max_bytes_billed``."""
 
 
 class ObjectStore(Protocol):

@@ -16,7 +16,7 @@ import pytest
 
 from jupiter_data.domain import data_api as domain
 from jupiter_data.domain.data_api import ApiKeys, ApiProblem, CursorKey
-from jupiter_data.ports import QueryTimeout
+from jupiter_data.ports import QueryTimeout, QueryTooExpensive
 from jupiter_data.services import data_api
 from jupiter_data.services.data_api import CATALOGUE, Call, DataApi, DataApiConfig
 
@@ -65,6 +65,8 @@ class RecordingRunner:
         )
         if self.timeout:
             raise QueryTimeout("too slow")
+        if self.estimate > max_bytes_billed:  # as BigQuery does: refused before it runs
+            raise QueryTooExpensive("bytesBilledLimitExceeded")
         yield from self.answers.get(name, [])
 
     def runs(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -305,11 +307,17 @@ def test_the_legacy_contract_counts_amplitude_events_of_the_inclusive_days() -> 
 # ----------------------------------------------------------------------------------------- cost caps
 
 
-def test_a_query_estimated_over_the_cap_is_400_with_the_estimate_before_it_runs() -> None:
+def test_a_query_over_the_cap_is_refused_unbilled_and_answers_400_with_the_dry_run_estimate() -> None:
     api, runner = make_api(RecordingRunner(estimate=20 * 1024**3), max_bytes_billed=10 * 1024**3)
     status, _, body, _ = call(api, "/v1/metrics/event-counts", RANGE)
     assert status == 400 and "21,474,836,480 bytes" in body["detail"]
-    assert [kind for kind, *_ in runner.calls] == ["dry_run"]
+    assert [kind for kind, *_ in runner.calls] == ["run", "dry_run"]
+
+
+def test_a_query_under_the_cap_costs_one_round_trip() -> None:
+    api, runner = make_api(RecordingRunner(estimate=1_000))
+    assert call(api, "/v1/metrics/event-counts", RANGE)[0] == 200
+    assert [kind for kind, *_ in runner.calls] == ["run"]
 
 
 def test_the_real_run_carries_the_byte_cap_and_the_timeout() -> None:
@@ -520,3 +528,17 @@ def test_every_catalogue_query_names_only_parameters_the_service_sends() -> None
     for name, params, _ in runner.runs():
         used = set(re.findall(r"@(\w+)", CATALOGUE[name]))
         assert used == set(params), name
+
+
+def test_bigquerys_refusal_for_the_byte_cap_is_recognised_and_nothing_else_is() -> None:
+    from google.api_core import exceptions as gexc
+
+    from jupiter_data.adapters.bigquery import is_bytes_billed_limit
+
+    refused = gexc.BadRequest(
+        "Query exceeded limit for bytes billed: 10485760. 20971520 or higher required.",
+        errors=[{"reason": "bytesBilledLimitExceeded", "message": "..."}],
+    )
+    assert is_bytes_billed_limit(refused)
+    assert not is_bytes_billed_limit(gexc.BadRequest("Syntax error", errors=[{"reason": "invalidQuery"}]))
+    assert not is_bytes_billed_limit(gexc.BadRequest("no details"))

@@ -12,7 +12,7 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from jupiter_data.ports import QueryTimeout, Row, TransientError
+from jupiter_data.ports import QueryTimeout, QueryTooExpensive, Row, TransientError
 
 # Within an invocation, retry briefly and then let Pub/Sub redeliver with its backoff, rather than
 # hold the request for the client's ten-minute default.
@@ -117,6 +117,11 @@ class BigQueryWarehouse:
         self._client.delete_table(self._table_id(table), not_found_ok=True)
 
 
+def is_bytes_billed_limit(exc: gexc.GoogleAPICallError) -> bool:
+    """BigQuery's refusal of a query over ``maximum_bytes_billed`` (it runs nothing, bills nothing)."""
+    return any(error.get("reason") == "bytesBilledLimitExceeded" for error in exc.errors or [])
+
+
 # Results larger than this come through the BigQuery Storage Read API (Arrow streams over gRPC)
 # instead of pages of the REST API.
 STORAGE_API_MIN_ROWS = 5_000
@@ -163,6 +168,10 @@ class BigQueryQueryRunner:
             with contextlib.suppress(Exception):
                 job.cancel()
             raise QueryTimeout(f"query {job.job_id} ran over {timeout_s} s") from exc
+        except gexc.GoogleAPICallError as exc:
+            if is_bytes_billed_limit(exc):
+                raise QueryTooExpensive(str(exc)) from exc
+            raise
         if self._read_client is not None and (result.total_rows or 0) >= STORAGE_API_MIN_ROWS:
             for batch in result.to_arrow_iterable(bqstorage_client=self._read_client()):
                 yield from batch.to_pylist()

@@ -4,8 +4,8 @@ Framework-free: ``DataApi.handle`` takes the method, path, query string, headers
 an ``ApiResponse`` whose body is an iterator of bytes (streamed by the function). Queries come only
 from ``CATALOGUE`` below: fixed SQL text with ``@name`` parameters; nothing a caller sends is ever
 part of SQL text (``tests/unit/test_data_api.py`` walks this module's syntax tree to prove it). Each
-query is dry-run first: an estimate over ``max_bytes_billed`` answers 400 before anything is billed;
-the real run carries the same cap, a timeout and labels naming the endpoint and caller.
+query carries ``maximum_bytes_billed``, a timeout and labels naming the endpoint and caller; a query
+BigQuery refuses for the cap (unbilled) is dry-run and answers 400 with the estimate.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import orjson
 
 from jupiter_data.domain import data_api as api
 from jupiter_data.domain.data_api import ApiKeys, ApiProblem, CursorKey, EventFilter, QueryArgs
-from jupiter_data.ports import QueryRunner, QueryTimeout
+from jupiter_data.ports import QueryRunner, QueryTimeout, QueryTooExpensive
 
 log = logging.getLogger(__name__)
 
@@ -309,20 +309,26 @@ class DataApi:
         return filters
 
     def _query(self, name: str, params: Mapping[str, Any], caller: str) -> Iterator[dict[str, Any]]:
+        """Run a catalogue query under the byte cap, the timeout and cost-attribution labels.
+
+        The cap is enforced by BigQuery itself (``maximum_bytes_billed``: a query over it fails before
+        it runs, unbilled), so the common case costs one round trip; only a refused query is dry-run,
+        to tell the caller how much it would have processed.
+        """
         sql = CATALOGUE[name]
         cap = self._config.max_bytes_billed
-        estimate = self._runner.estimate_bytes(sql, params)
-        if estimate > cap:
-            raise ApiProblem(
-                400, "Query too large",
-                f"this request would process about {estimate:,} bytes, over the {cap:,}-byte limit; "
-                "narrow the dates or filters",
-            )  # fmt: skip
         labels = {"endpoint": name.replace("_", "-"), "caller": caller}
         try:
             yield from self._runner.rows(
                 sql, params, labels=labels, timeout_s=self._config.query_timeout_s, max_bytes_billed=cap
             )
+        except QueryTooExpensive:
+            estimate = self._runner.estimate_bytes(sql, params)
+            raise ApiProblem(
+                400, "Query too large",
+                f"this request would process about {estimate:,} bytes, over the {cap:,}-byte limit; "
+                "narrow the dates or filters",
+            ) from None  # fmt: skip
         except QueryTimeout:
             raise ApiProblem(
                 504, "Query timed out",
