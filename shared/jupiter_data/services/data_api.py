@@ -10,6 +10,7 @@ BigQuery refuses for the cap (unbilled) is dry-run and answers 400 with the esti
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -160,7 +161,6 @@ class Call:
     body: bytes = b""
 
 
-Handler = Callable[["DataApi", Call, str, Mapping[str, str]], ApiResponse]
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/openapi\.json"), "openapi"),
     ("POST", re.compile(r"/"), "legacy_counts"),
@@ -175,6 +175,14 @@ class DataApi:
     def __init__(self, config: DataApiConfig, runner: QueryRunner, today: Callable[[], date]) -> None:
         self._config, self._runner, self._today = config, runner, today
         self._openapi_document = OPENAPI_PATH.read_bytes()
+        self._handlers: dict[str, Callable[[Call, str, Mapping[str, str]], ApiResponse]] = {
+            "openapi": self._openapi,
+            "legacy_counts": self._legacy_counts,
+            "events": self._events,
+            "user_events": self._user_events,
+            "event_counts": self._event_counts,
+            "active_users": self._active_users,
+        }
 
     def handle(self, call: Call) -> ApiResponse:
         started = time.perf_counter()
@@ -183,7 +191,7 @@ class DataApi:
             endpoint, params = self._route(call)
             if endpoint != "openapi":
                 caller = self._config.keys.caller(call.headers.get("Authorization"))
-            response: ApiResponse = getattr(self, "_" + endpoint)(call, caller, params)
+            response = self._handlers[endpoint](call, caller, params)
         except ApiProblem as problem:
             response = problem_response(problem)
         log.info(
@@ -243,18 +251,20 @@ class DataApi:
         allowed = ["start", "end", "event_type", "source", "limit", "page_token", "format"]
         if user_id is None:
             allowed.append("user_id")
-        args = self._args(call, allowed)
-        if user_id is not None:
-            args = self._default_range(args)
+        given = call.args if user_id is None else self._timeline_range(call.args)
+        args = QueryArgs(given, allowed)
         fmt = api.choose_format(args.one("format"), call.headers.get("Accept"))
         page = api.page_request(args, self._config.max_range_days, endpoint, user_id)
-        params: dict[str, Any] = {**page.filter.params(), "limit": page.limit + 1, "has_cursor": False}
-        after = page.after or CursorKey(datetime(1970, 1, 1, tzinfo=UTC), "", "")
-        params |= {"has_cursor": page.after is not None, "after_time": after.event_time,
-                   "after_source": after.source, "after_id": after.event_id}  # fmt: skip
-        rows = []
-        for row in self._query(endpoint, params, caller):
-            rows.append(row)
+        after = page.after or CursorKey(datetime(1970, 1, 1, tzinfo=UTC), "", "")  # unused without a cursor
+        params = {
+            **page.filter.params(),
+            "limit": page.limit + 1,  # one more row tells whether another page follows
+            "has_cursor": page.after is not None,
+            "after_time": after.event_time,
+            "after_source": after.source,
+            "after_id": after.event_id,
+        }
+        rows = list(self._query(endpoint, params, caller))
         token = None
         if len(rows) > page.limit:
             del rows[page.limit :]
@@ -265,14 +275,14 @@ class DataApi:
         return render(rows, EVENT_FIELDS, fmt, token)
 
     def _event_counts(self, call: Call, caller: str, params: Mapping[str, str]) -> ApiResponse:
-        args = self._args(call, ["start", "end", "event_type", "source", "format"])
+        args = QueryArgs(call.args, ["start", "end", "event_type", "source", "format"])
         fmt = api.choose_format(args.one("format"), call.headers.get("Accept"))
         filters = self._filter(args)
         rows = list(self._query("event_counts", filters.params(), caller))
         return render(rows, COUNT_FIELDS, fmt, None)
 
     def _active_users(self, call: Call, caller: str, params: Mapping[str, str]) -> ApiResponse:
-        args = self._args(call, ["start", "end", "source", "format"])
+        args = QueryArgs(call.args, ["start", "end", "source", "format"])
         fmt = api.choose_format(args.one("format"), call.headers.get("Accept"))
         filters = self._filter(args)
         # Activity from 29 days before the first day, so its monthly figure is complete.
@@ -283,24 +293,15 @@ class DataApi:
 
     # --------------------------------------------------------------------------------------- helpers
 
-    def _args(self, call: Call, allowed: Sequence[str]) -> QueryArgs:
-        return QueryArgs(call.args, allowed)
-
-    def _default_range(self, args: QueryArgs) -> QueryArgs:
+    def _timeline_range(self, args: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
         """A timeline without dates covers the longest range allowed, up to today (UTC)."""
-        raw = dict(args._args)
-        if "end" not in raw:
-            raw["end"] = [self._today().isoformat()]
-        if "start" not in raw and raw["end"] and api._DATE.fullmatch(raw["end"][0] or ""):
-            try:
-                end = date.fromisoformat(raw["end"][0])
-            except ValueError:
-                end = None
-            if end is not None:
-                raw["start"] = [(end - timedelta(days=self._config.max_range_days - 1)).isoformat()]
-        replaced = QueryArgs(raw, [])
-        replaced.errors = args.errors
-        return replaced
+        given = dict(args)
+        given.setdefault("end", [self._today().isoformat()])
+        if "start" not in given:
+            with contextlib.suppress(ValueError, IndexError):  # a bad end is reported by validation
+                end = date.fromisoformat(given["end"][0])
+                given["start"] = [(end - timedelta(days=self._config.max_range_days - 1)).isoformat()]
+        return given
 
     def _filter(self, args: QueryArgs) -> EventFilter:
         filters = api.event_filter(args, self._config.max_range_days)
