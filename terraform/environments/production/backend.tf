@@ -1,0 +1,7 @@
+# State in a GCS bucket created once by hand (README: "From an empty project"); its name is given at
+# init: terraform init -backend-config=bucket=$TF_STATE_BUCKET. One prefix per environment.
+terraform {
+  backend "gcs" {
+    prefix = "jupiter-data/production"
+  }
+}

@@ -1,0 +1,18 @@
+module "platform" {
+  source = "../../modules/platform"
+
+  project_id                  = var.project_id
+  environment                 = "production"
+  region                      = var.region
+  location                    = var.location
+  dist_dir                    = var.dist_dir
+  sns_allowed_topic_arns      = var.sns_allowed_topic_arns
+  amplitude_api_base_url      = var.amplitude_api_base_url
+  analyst_invokers            = var.analyst_invokers
+  alert_notification_channels = var.alert_notification_channels
+}
+
+output "function_uris" {
+  description = "HTTPS address of each function."
+  value       = module.platform.function_uris
+}

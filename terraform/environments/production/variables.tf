@@ -1,0 +1,40 @@
+variable "project_id" {
+  type        = string
+  description = "GCP project of this environment."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions and the scheduler job."
+}
+
+variable "location" {
+  type        = string
+  description = "Multi-region of datasets and buckets."
+}
+
+variable "dist_dir" {
+  type        = string
+  description = "Folder with `make build`'s archives and manifest.json."
+  default     = "../../../dist"
+}
+
+variable "sns_allowed_topic_arns" {
+  type        = list(string)
+  description = "SNS topics whose messages sns_to_pubsub accepts."
+}
+
+variable "amplitude_api_base_url" {
+  type        = string
+  description = "Amplitude Export API host of the project's region."
+}
+
+variable "analyst_invokers" {
+  type        = set(string)
+  description = "Who may call fetch_from_bigquery (groups and service accounts)."
+}
+
+variable "alert_notification_channels" {
+  type        = list(string)
+  description = "Monitoring notification channels for the alerts."
+}

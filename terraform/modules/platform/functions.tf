@@ -1,0 +1,93 @@
+# Per function: its settings (exactly what jupiter_data.settings reads for it; a test checks), secrets,
+# roles and size. Names, entry points and triggers come from resources.json and functions/<name>/.
+locals {
+  function_settings = {
+    sns_to_pubsub = {
+      env = {
+        SNS_ALLOWED_TOPIC_ARNS = join(",", var.sns_allowed_topic_arns)
+        SNS_MAX_MESSAGE_AGE    = "1h"
+        SNS_EVENTS_TOPIC       = "sns-events"
+      }
+      secrets     = {}
+      roles       = []
+      ingress     = "ALLOW_ALL" # AWS SNS calls from outside Google; every message is signature-checked
+      memory      = "512Mi"
+      concurrency = 16
+      timeout     = 30
+      max         = 20
+    }
+    pubsub_to_bigquery = {
+      env = {
+        LOADER_MAX_RETRY_AGE     = "24h"
+        LOADER_BATCH_MAX_ROWS    = "16" # the concurrency: a batch fills from requests served together
+        LOADER_BATCH_MAX_WAIT_MS = "50"
+      }
+      secrets     = {}
+      roles       = ["roles/bigquery.jobUser"]
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      memory      = "512Mi"
+      concurrency = 16
+      timeout     = 60
+      max         = 20
+    }
+    sync_amplitude = {
+      env = {
+        AMPLITUDE_API_BASE_URL     = var.amplitude_api_base_url
+        AMPLITUDE_MAX_BAD_LINES    = "0.001"
+        AMPLITUDE_MAX_WINDOW_BYTES = tostring(256 * 1024 * 1024)
+      }
+      secrets = {
+        AMPLITUDE_API_KEY    = google_secret_manager_secret.secrets["amplitude-api-key"].secret_id
+        AMPLITUDE_SECRET_KEY = google_secret_manager_secret.secrets["amplitude-secret-key"].secret_id
+      }
+      roles       = ["roles/bigquery.jobUser"]
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      memory      = "2Gi" # /tmp is memory: one window's zip and staged files, see README
+      concurrency = 1
+      timeout     = 540
+      max         = 3
+    }
+    fetch_from_bigquery = {
+      env = {
+        FETCH_MAX_RANGE_DAYS   = "92"
+        FETCH_MAX_BYTES_BILLED = tostring(10 * 1024 * 1024 * 1024)
+        FETCH_QUERY_TIMEOUT    = "30s"
+      }
+      secrets = {
+        FETCH_API_KEYS = google_secret_manager_secret.secrets["fetch-api-keys"].secret_id
+      }
+      roles       = ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"]
+      ingress     = "ALLOW_ALL" # analysts call from their machines; IAM and an API key gate every call
+      memory      = "1Gi"
+      concurrency = 8
+      timeout     = 120
+      max         = 10
+    }
+  }
+}
+
+module "functions" {
+  source   = "../function"
+  for_each = local.functions
+
+  project_id         = var.project_id
+  region             = var.region
+  name               = each.key
+  source_bucket      = google_storage_bucket.sources.name
+  archive_path       = "${var.dist_dir}/${local.manifest[each.key].archive}"
+  archive_sha256     = local.manifest[each.key].sha256
+  environment        = merge(local.common_env, local.function_settings[each.key].env)
+  secret_environment = local.function_settings[each.key].secrets
+  project_roles      = toset(local.function_settings[each.key].roles)
+  ingress            = local.function_settings[each.key].ingress
+  memory             = local.function_settings[each.key].memory
+  concurrency        = local.function_settings[each.key].concurrency
+  timeout_seconds    = local.function_settings[each.key].timeout
+  max_instances      = local.function_settings[each.key].max
+  labels             = local.labels
+  invokers = (
+    each.key == "fetch_from_bigquery" ? var.analyst_invokers :
+    each.key == "sns_to_pubsub" ? toset(["allUsers"]) :
+    toset(["serviceAccount:${google_service_account.pubsub_push.email}"])
+  )
+}

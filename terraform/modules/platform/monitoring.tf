@@ -1,0 +1,88 @@
+# Log-based metrics from the functions' structured logs, and alerts on them (runbooks:
+# docs/operations.md, issue 8).
+resource "google_logging_metric" "function_errors" {
+  project = var.project_id
+  name    = "jupiter-function-errors"
+  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=~\"^(sns-to-pubsub|pubsub-to-bigquery|sync-amplitude|fetch-from-bigquery)$\" AND severity>=ERROR"
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    labels {
+      key        = "function"
+      value_type = "STRING"
+    }
+  }
+  label_extractors = {
+    function = "EXTRACT(resource.labels.service_name)"
+  }
+}
+
+resource "google_logging_metric" "failed_syncs" {
+  project = var.project_id
+  name    = "jupiter-amplitude-sync-failed"
+  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"sync-amplitude\" AND jsonPayload.message=\"Amplitude sync failed\""
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+  }
+}
+
+resource "google_monitoring_alert_policy" "function_errors" {
+  project               = var.project_id
+  display_name          = "jupiter-data: function errors (${var.environment})"
+  combiner              = "OR"
+  notification_channels = var.alert_notification_channels
+  conditions {
+    display_name = "errors logged in 5 minutes"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.function_errors.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 5
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+}
+
+resource "google_monitoring_alert_policy" "dead_letters" {
+  project               = var.project_id
+  display_name          = "jupiter-data: dead letters waiting (${var.environment})"
+  combiner              = "OR"
+  notification_channels = var.alert_notification_channels
+  conditions {
+    display_name = "undelivered messages on a dead-letter hold subscription"
+    condition_threshold {
+      filter          = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.labels.subscription_id=monitoring.regex.full_match(\".*-dead-letter-hold\")"
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "300s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+    }
+  }
+}
+
+resource "google_monitoring_alert_policy" "failed_syncs" {
+  project               = var.project_id
+  display_name          = "jupiter-data: Amplitude sync failed (${var.environment})"
+  combiner              = "OR"
+  notification_channels = var.alert_notification_channels
+  conditions {
+    display_name = "a day failed to sync"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.failed_syncs.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "3600s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+}

@@ -1,0 +1,55 @@
+variable "project_id" {
+  type        = string
+  description = "GCP project of the environment."
+}
+
+variable "environment" {
+  type        = string
+  description = "staging or production: JUPITER_ENV of every function."
+
+  validation {
+    condition     = contains(["staging", "production"], var.environment)
+    error_message = "environment must be staging or production."
+  }
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions, the scheduler job and regional resources."
+}
+
+variable "location" {
+  type        = string
+  description = "Multi-region of the BigQuery datasets and buckets (US or EU)."
+}
+
+variable "dist_dir" {
+  type        = string
+  description = "Folder with the archives and manifest.json written by `make build`."
+}
+
+variable "sns_allowed_topic_arns" {
+  type        = list(string)
+  description = "SNS topics whose messages sns_to_pubsub accepts."
+}
+
+variable "amplitude_api_base_url" {
+  type        = string
+  description = "https://amplitude.com, or https://analytics.eu.amplitude.com for EU projects."
+}
+
+variable "analyst_invokers" {
+  type        = set(string)
+  description = "Members allowed to call fetch_from_bigquery, e.g. group:analysts@example.com, serviceAccount:..."
+}
+
+variable "alert_notification_channels" {
+  type        = list(string)
+  description = "Monitoring notification channel ids that receive the alerts."
+}
+
+variable "log_level" {
+  type        = string
+  description = "LOG_LEVEL of every function."
+  default     = "INFO"
+}
