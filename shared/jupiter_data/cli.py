@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         from jupiter_data.build import main as build_main
 
         return build_main(argv[1:])
+    if argv[:1] == ["deploy"]:  # the same for deploy (jupiter_data/deploy.py)
+        from jupiter_data.deploy import main as deploy_main
+
+        return deploy_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m jupiter_data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -38,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--state-dir", type=Path, default=None, help="keep logs here (default: a temp dir)")
 
     commands.add_parser("build", help="one reproducible archive per function under dist/ (build --help)")
+    commands.add_parser("deploy", help="build, then terraform plan or apply one environment (deploy --help)")
 
     sync = commands.add_parser(
         "sync-amplitude", help="sync a day or a range of days from Amplitude (resumable)"
