@@ -542,3 +542,14 @@ def test_bigquerys_refusal_for_the_byte_cap_is_recognised_and_nothing_else_is() 
     assert is_bytes_billed_limit(refused)
     assert not is_bytes_billed_limit(gexc.BadRequest("Syntax error", errors=[{"reason": "invalidQuery"}]))
     assert not is_bytes_billed_limit(gexc.BadRequest("no details"))
+
+
+def test_an_unexpected_failure_is_a_503_problem_without_details() -> None:
+    class BrokenRunner(RecordingRunner):
+        def rows(self, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+            raise ConnectionError("bigquery.internal:443 refused; SELECT secret FROM x")
+
+    api, _ = make_api(BrokenRunner())
+    status, _, body, content_type = call(api, "/v1/events", RANGE)
+    assert (status, content_type) == (503, "application/problem+json")
+    assert "refused" not in body["detail"] and "SELECT" not in orjson.dumps(body).decode()

@@ -194,6 +194,11 @@ class DataApi:
             response = self._handlers[endpoint](call, caller, params)
         except ApiProblem as problem:
             response = problem_response(problem)
+        except Exception:  # BigQuery unreachable, a bug: logged in full here, never shown to the caller
+            log.exception("data API call failed", extra={"fields": {"endpoint": endpoint, "caller": caller}})
+            response = problem_response(
+                ApiProblem(503, "Service unavailable", "the request could not be served; try again later")
+            )
         log.info(
             "data API call",
             extra={"fields": {
