@@ -1,5 +1,5 @@
 # Log-based metrics from the functions' structured logs, and alerts on them (runbooks:
-# docs/operations.md, issue 8).
+# docs/operations.md).
 resource "google_logging_metric" "function_errors" {
   project = var.project_id
   name    = "jupiter-function-errors"
