@@ -75,7 +75,6 @@ def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> Amplit
             amplitude.api_base_url,
             amplitude.api_key,
             amplitude.secret_key,
-            progress=(lambda size: progress("bytes", size)) if progress else None,
         ),
         GcsObjectStore(storage_client(settings)),
         BigQueryWarehouse(bigquery_client(settings)),

@@ -58,7 +58,6 @@ class AmplitudeExportClient:
         base_delay: float = 2.0,
         max_delay: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
-        progress: Callable[[int], None] | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/api/2/export"
         self._session = session or requests.Session()
@@ -66,7 +65,6 @@ class AmplitudeExportClient:
         self._session.trust_env = False  # no proxy or netrc credentials picked up from the environment
         self._max_attempts, self._base_delay, self._max_delay = max_attempts, base_delay, max_delay
         self._sleep = sleep
-        self._progress = progress
 
     def download(
         self, start: datetime, end: datetime, dest: BinaryIO, max_bytes: int | None = None
@@ -129,7 +127,5 @@ class AmplitudeExportClient:
             dest.write(chunk)
             digest.update(chunk)
             size += len(chunk)
-            if self._progress:
-                self._progress(len(chunk))
         dest.flush()
         return Download(has_data=True, size=size, sha256=digest.hexdigest())
