@@ -25,7 +25,7 @@ import requests
 from google.cloud import bigquery
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
 
-from jupiter_data.adapters.bigquery import _parameter
+from jupiter_data.adapters.bigquery import query_parameters
 from jupiter_data.adapters.clients import bigquery_client
 from jupiter_data.domain.data_api import EventFilter
 from jupiter_data.local.stack import LocalStack, StackPorts
@@ -178,9 +178,7 @@ def main() -> None:
             )
             for label, method, path, query, body, direct in endpoints():
                 sql, params = CATALOGUE[direct["query"]], direct["params"]
-                config = bigquery.QueryJobConfig(
-                    query_parameters=[_parameter(name, value) for name, value in params.items()]
-                )
+                config = bigquery.QueryJobConfig(query_parameters=query_parameters(params))
                 api_ms, direct_ms, api_rows, direct_rows = [], [], 0, 0
                 for _ in range(options.calls + 2):  # two warm-up rounds, not counted
                     started = time.perf_counter()

@@ -37,6 +37,13 @@ def _is_transient(exc: Exception) -> bool:
     )
 
 
+def query_parameters(
+    params: Mapping[str, Any] | None,
+) -> list[bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter]:
+    """``@name`` parameters for a query job; values never become SQL text."""
+    return [_parameter(name, value) for name, value in (params or {}).items()]
+
+
 def _parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
     """A typed query parameter; values never become SQL text."""
     if isinstance(value, list | tuple):
@@ -84,9 +91,7 @@ class BigQueryWarehouse:
             raise ValueError(f"{len(errors)} row(s) rejected by {table}: {errors[:3]}")
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        config = bigquery.QueryJobConfig(
-            query_parameters=[_parameter(name, value) for name, value in (params or {}).items()]
-        )
+        config = bigquery.QueryJobConfig(query_parameters=query_parameters(params))
         try:
             rows = self._client.query(sql, job_config=config, retry=RETRY, timeout=REQUEST_TIMEOUT).result(
                 retry=RETRY, timeout=REQUEST_TIMEOUT * 6
@@ -134,15 +139,10 @@ class BigQueryQueryRunner:
         self._client = client
         self._read_client = read_client  # created on the first large result only
 
-    def _config(self, params: Mapping[str, Any], **options: Any) -> bigquery.QueryJobConfig:
-        return bigquery.QueryJobConfig(
-            query_parameters=[_parameter(name, value) for name, value in params.items()],
-            use_query_cache=options.pop("use_query_cache", True),
-            **options,
-        )
-
     def estimate_bytes(self, sql: str, params: Mapping[str, Any]) -> int:
-        config = self._config(params, dry_run=True, use_query_cache=False)
+        config = bigquery.QueryJobConfig(
+            query_parameters=query_parameters(params), dry_run=True, use_query_cache=False
+        )
         job = self._client.query(sql, job_config=config, retry=RETRY, timeout=REQUEST_TIMEOUT)
         return int(job.total_bytes_processed or 0)
 
@@ -155,8 +155,8 @@ class BigQueryQueryRunner:
         timeout_s: float,
         max_bytes_billed: int,
     ) -> Iterator[dict[str, Any]]:
-        config = self._config(
-            params,
+        config = bigquery.QueryJobConfig(
+            query_parameters=query_parameters(params),
             labels=dict(labels),
             maximum_bytes_billed=max_bytes_billed,
             job_timeout_ms=int(timeout_s * 1000),

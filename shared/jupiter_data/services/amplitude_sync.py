@@ -68,6 +68,11 @@ class SyncConfig:
     workers: int | None = 1  # transform processes; None: one per CPU for large windows
 
 
+def window_label(window: tuple[datetime, datetime]) -> str:
+    """``20261120T00-20261120T11``: names the window in object paths and logs."""
+    return f"{window[0]:%Y%m%dT%H}-{window[1]:%Y%m%dT%H}"
+
+
 def split(start: datetime, end: datetime) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
     """Halves of an inclusive hour window of at least two hours."""
     hours = int((end - start) / timedelta(hours=1)) + 1
@@ -131,7 +136,7 @@ class AmplitudeSync:
         for window, zip_path, download in self._download(start, start + timedelta(hours=23), tmp):
             result.windows.append(window)
             result.bytes_downloaded += download.size
-            label = f"{window[0]:%Y%m%dT%H}-{window[1]:%Y%m%dT%H}"
+            label = window_label(window)
             if not dry_run:
                 with zip_path.open("rb") as raw:
                     self._store.upload(
@@ -203,7 +208,7 @@ class AmplitudeSync:
                     "export window too large; splitting",
                     extra={
                         "fields": {
-                            "window": f"{window[0]:%Y%m%dT%H}-{window[1]:%Y%m%dT%H}",
+                            "window": window_label(window),
                             "reason": str(exc),
                         }
                     },
