@@ -151,8 +151,8 @@ class _SubState:
     cond: threading.Condition
     available: deque[_Pending] = field(default_factory=deque)
     leases: dict[str, _Lease] = field(default_factory=dict)
-    delayed: int = 0  # nacked messages waiting out their backoff
-    pushing: int = 0  # messages in flight to the push endpoint
+    delayed: set[_Pending] = field(default_factory=set)  # nacked messages waiting out their backoff
+    pushing: set[_Pending] = field(default_factory=set)  # messages in flight to the push endpoint
     push_workers: int = 0
     deleted: bool = False
 
@@ -283,7 +283,7 @@ class PubSubEmulator:
         """Messages of a subscription not yet acknowledged (queued, leased, pushing or backing off)."""
         with self._lock:
             sub = self._subs[subscription]
-            return len(sub.available) + len(sub.leases) + sub.delayed + sub.pushing
+            return len(sub.available) + len(sub.leases) + len(sub.delayed) + len(sub.pushing)
 
     def _spawn(self, target: Callable[..., None], name: str, *args: Any) -> None:
         """Start a daemon thread that stop() will join (caller holds the lock)."""
@@ -691,11 +691,11 @@ class PubSubEmulator:
             sub.available.appendleft(pending)
             sub.cond.notify_all()
         else:
-            sub.delayed += 1
+            sub.delayed.add(pending)
             self._schedule_locked(now + delay, functools.partial(self._release_locked, sub, pending))
 
     def _release_locked(self, sub: _SubState, pending: _Pending, now: float) -> None:
-        sub.delayed -= 1
+        sub.delayed.discard(pending)
         if not sub.deleted:
             sub.available.appendleft(pending)
             sub.cond.notify_all()
@@ -765,13 +765,13 @@ class PubSubEmulator:
                         return
                     pending = sub.available.popleft()
                     pending.attempts += 1
-                    sub.pushing += 1
+                    sub.pushing.add(pending)
                     url = sub.pb.push_config.push_endpoint
                     timeout = float(sub.pb.ack_deadline_seconds)  # as Pub/Sub: up to 600 s
                     body = self._envelope(sub, pending)
                 delivered = self._post(session, url, body, timeout)
                 with self._lock:
-                    sub.pushing -= 1
+                    sub.pushing.discard(pending)
                     if not delivered:
                         self._retry_locked(sub, pending, time.monotonic())
         finally:
