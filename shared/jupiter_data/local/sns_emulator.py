@@ -1,26 +1,77 @@
-"""moto's SNS in server mode, also answering the unsigned calls real SNS hosts answer. Dev only.
+"""moto's SNS in server mode, delivering HTTP notifications as AWS SNS does. Dev only.
 
-An SNS subscriber makes two calls to the SNS host named in a message: it downloads the signing
-certificate (``/SimpleNotificationService-<id>.pem``) and, for a SubscriptionConfirmation, GETs the
-``SubscribeURL`` (``/?Action=ConfirmSubscription&…``). moto serves both, but its server routes an
-unsigned request by the AWS host it was sent to; the local bridge sends them to 127.0.0.1 (its
-``SNS_CERT_BASE_URL``), so those two shapes of request are pinned to the SNS backend here.
+**HTTP/HTTPS notifications.** moto POSTs a notification to an ``http``/``https`` subscriber inside
+the Publish call, ignores the reply and never retries, so a subscriber that answers 5xx (our bridge
+while Pub/Sub is briefly down) loses the message locally where AWS would retry it. Here a Notification
+to an http/https subscription is instead handed to :class:`HttpDelivery`, which behaves like SNS's
+default HTTP delivery policy:
 
-    python -m jupiter_data.local.sns_emulator -H 127.0.0.1 -p 5005
+* asynchronous: Publish returns once the message is signed and queued; a bounded pool of worker
+  threads (``--delivery-workers``) POSTs it (the queue itself is unbounded, as SNS accepts a Publish
+  whatever the subscriber's state);
+* each attempt has a timeout (``--timeout-seconds``, SNS's 15 s); an answer in 200-499 is delivered
+  (4xx included: SNS does not retry it; a 3xx too, and is not followed); 5xx, another status, a timeout or
+  a connection error is retried, ``--delivery-retries`` times (SNS's default 3) ``--retry-delay-seconds``
+  apart (SNS's 20 s); a retry waits in a timer heap, not in a worker, so waiting retries do not hold
+  up other messages;
+* the POST is moto's: the body is ``Subscription.get_post_data`` (signed by moto) sent as moto sends it,
+  with moto's ``Content-Type: text/plain; charset=UTF-8``, plus the headers AWS adds
+  (``x-amz-sns-message-type``/``-message-id``/``-topic-arn``/``-subscription-arn``, its User-Agent);
+* one JSON line on stdout per final outcome (``delivered``, ``gave_up``, ``abandoned``) with the message
+  id, topic, subscription, endpoint, last status or error, attempts and each attempt's result; under the
+  local stack this is the sns service's log file (werkzeug's request lines go to stderr).
+
+Everything else is moto's own: other protocols (sqs, lambda, …), filter policies, and subscription
+confirmation. moto does not send an http SubscriptionConfirmation at all: ``Subscribe`` records the
+subscription as already confirmed and notifications flow at once; ``ConfirmSubscription`` is accepted
+(see below) and changes nothing.
+
+**On SIGTERM/SIGINT** the server stops accepting requests; attempts already in flight get up to
+``--shutdown-grace-seconds`` (2 s) to finish and their outcome is logged; queued deliveries and waiting
+retries are dropped, each logged as ``abandoned``. (moto keeps its state in memory, so there is
+nothing to resume after a restart; AWS would keep retrying.)
+
+**Unsigned calls real SNS hosts answer.** An SNS subscriber makes two calls to the SNS host named in a
+message: it downloads the signing certificate (``/SimpleNotificationService-<id>.pem``) and, for a
+SubscriptionConfirmation, GETs the ``SubscribeURL`` (``/?Action=ConfirmSubscription&…``). moto serves
+both, but its server routes an unsigned request by the AWS host it was sent to; the local bridge sends
+them to 127.0.0.1 (its ``SNS_CERT_BASE_URL``), so those two shapes of request are pinned to the SNS
+backend here.
+
+    python -m jupiter_data.local.sns_emulator -H 127.0.0.1 -p 5005 \\
+        [--delivery-retries 3] [--retry-delay-seconds 20] [--timeout-seconds 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
+import json
+import queue
 import re
 import signal
 import sys
-from typing import Any
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
+import requests
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sns.models import Subscription
 from werkzeug.serving import run_simple
 
 _PEM_PATH = re.compile(r"/SimpleNotificationService-[^/]+\.pem")
+
+# SNS's defaults for HTTP/S subscriptions.
+DEFAULT_RETRIES = 3
+DEFAULT_RETRY_DELAY_SECONDS = 20.0
+DEFAULT_TIMEOUT_SECONDS = 15.0
+DEFAULT_WORKERS = 10
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 2.0
+USER_AGENT = "Amazon Simple Notification Service Agent"
 
 
 class _SnsHostDispatcher(DomainDispatcherApplication):
@@ -35,15 +86,259 @@ class _SnsHostDispatcher(DomainDispatcherApplication):
         return super().get_application(environ)
 
 
+@dataclass
+class Notification:
+    """One notification to one http/https subscription, with what its attempts gave."""
+
+    endpoint: str
+    post_data: dict[str, Any]  # moto's get_post_data(): the signed JSON envelope
+    headers: dict[str, str]
+    message_id: str
+    topic_arn: str
+    subscription_arn: str
+    queued_at: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    results: list[str] = field(default_factory=list)  # per attempt: a status ("503") or an error name
+    status: int | None = None  # of the last attempt that got an answer
+    error: str | None = None  # of the last attempt, if it got no answer
+    finished: bool = False
+
+
+class HttpDelivery:
+    """SNS-like delivery of notifications to HTTP/S endpoints: see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        retries: int = DEFAULT_RETRIES,
+        retry_delay: float = DEFAULT_RETRY_DELAY_SECONDS,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        workers: int = DEFAULT_WORKERS,
+        out: TextIO | None = None,
+    ) -> None:
+        self.retries, self.retry_delay, self.timeout = retries, retry_delay, timeout
+        self._out = out or sys.stdout
+        self._out_lock = threading.Lock()
+        self._ready: queue.SimpleQueue[Notification] = queue.SimpleQueue()
+        self._waiting: list[tuple[float, int, Notification]] = []  # heap of retries: (due, seq, …)
+        self._seq = itertools.count()
+        self._in_flight: dict[int, Notification] = {}  # by id(): attempts under way
+        self._cond = threading.Condition()
+        self._stopping = False
+        # Daemon threads: at exit nothing waits for them beyond shutdown()'s grace.
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sns-http-{n}", daemon=True) for n in range(workers)
+        ]
+        self._threads.append(threading.Thread(target=self._release_due, name="sns-http-timer", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, notification: Notification) -> None:
+        with self._cond:
+            if self._stopping:
+                self._finish(notification, "abandoned")
+                return
+        self._ready.put(notification)
+
+    def shutdown(self, grace: float = DEFAULT_SHUTDOWN_GRACE_SECONDS) -> None:
+        """Drop queued and waiting deliveries (logged ``abandoned``); give in-flight attempts ``grace``."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            dropped = [notification for _, _, notification in self._waiting]
+            self._waiting.clear()
+        while True:
+            try:
+                dropped.append(self._ready.get_nowait())
+            except queue.Empty:
+                break
+        deadline = time.monotonic() + grace
+        with self._cond:
+            for notification in dropped:
+                self._finish(notification, "abandoned")
+            while self._in_flight and (remaining := deadline - time.monotonic()) > 0:
+                self._cond.wait(remaining)
+            for notification in self._in_flight.values():
+                notification.error = notification.error or "in flight at shutdown"
+                self._finish(notification, "abandoned")
+
+    def _work(self) -> None:
+        while True:
+            notification = self._ready.get()
+            key = id(notification)
+            with self._cond:
+                if self._stopping:
+                    self._finish(notification, "abandoned")
+                    continue
+                self._in_flight[key] = notification
+            try:
+                self._attempt(notification)
+            finally:
+                with self._cond:
+                    del self._in_flight[key]
+                    self._cond.notify_all()
+
+    def _attempt(self, notification: Notification) -> None:
+        notification.attempts += 1
+        status: int | None = None
+        try:
+            # As moto posts it (requests serialises json= and keeps the Content-Type given), plus a
+            # timeout; a 3xx is in SNS's 200-499 "delivered" range, so it is not followed.
+            with requests.post(
+                notification.endpoint,
+                json=notification.post_data,
+                headers=notification.headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+            ) as reply:
+                status = reply.status_code
+            notification.status, notification.error = status, None
+            notification.results.append(str(status))
+        except requests.Timeout:
+            notification.error = "timeout"
+            notification.results.append("timeout")
+        except requests.RequestException as exc:
+            notification.error = type(exc).__name__
+            notification.results.append(notification.error)
+        with self._cond:
+            if status is not None and 200 <= status < 500:
+                self._finish(notification, "delivered")
+            elif self._stopping:
+                self._finish(notification, "abandoned")
+            elif notification.attempts <= self.retries:
+                due = time.monotonic() + self.retry_delay
+                heapq.heappush(self._waiting, (due, next(self._seq), notification))
+                self._cond.notify_all()
+            else:
+                self._finish(notification, "gave_up")
+
+    def _release_due(self) -> None:
+        with self._cond:
+            while not self._stopping:
+                if not self._waiting:
+                    self._cond.wait()
+                    continue
+                wait = self._waiting[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                self._ready.put(heapq.heappop(self._waiting)[2])
+
+    def _finish(self, notification: Notification, outcome: str) -> None:
+        """Log the final outcome, once. Called with ``self._cond`` held."""
+        if notification.finished:
+            return
+        notification.finished = True
+        line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "event": "sns_http_delivery",
+            "outcome": outcome,
+            "message_id": notification.message_id,
+            "topic_arn": notification.topic_arn,
+            "subscription_arn": notification.subscription_arn,
+            "endpoint": notification.endpoint,
+            "status": notification.status,
+            "error": notification.error,
+            "attempts": notification.attempts,
+            "results": notification.results,
+            "seconds": round(time.monotonic() - notification.queued_at, 3),
+        }
+        with self._out_lock:
+            self._out.write(json.dumps(line) + "\n")
+            self._out.flush()
+
+
+def install(delivery: HttpDelivery) -> None:
+    """Route moto's http/https Notification deliveries through ``delivery``; the rest stays moto's.
+
+    moto builds and sends every message to a subscriber in ``Subscription.publish`` (one branch per
+    protocol), called from Topic.publish for each subscription. Wrapping that one method is the
+    narrowest place to change delivery: for protocols other than http/https the original runs
+    unchanged. For http/https this repeats the two steps moto takes before its POST (the filter policy,
+    a ``MessageStructure=json`` message) and moto's own ``get_post_data``, so the body is moto's.
+    """
+    original = Subscription.publish
+
+    def publish(
+        self: Subscription,
+        message: str,
+        message_id: str,
+        subject: str | None = None,
+        message_attributes: dict[str, Any] | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        message_structure: str | None = None,
+    ) -> None:
+        if self.protocol not in ("http", "https"):
+            original(
+                self,
+                message,
+                message_id,
+                subject=subject,
+                message_attributes=message_attributes,
+                group_id=group_id,
+                deduplication_id=deduplication_id,
+                message_structure=message_structure,
+            )
+            return
+        matcher = self._filter_policy_matcher
+        if matcher is not None and not matcher.matches(message_attributes, message):
+            return
+        if message_structure == "json":
+            message = self._parse_message_structure(message, self.protocol)
+        # Signed here, in the Publish call as moto does (it also registers the signing certificate).
+        post_data = self.get_post_data(message, message_id, subject)
+        delivery.submit(
+            Notification(
+                endpoint=self.endpoint,
+                post_data=post_data,
+                headers={
+                    "Content-Type": "text/plain; charset=UTF-8",  # moto's
+                    "x-amz-sns-message-type": post_data["Type"],
+                    "x-amz-sns-message-id": message_id,
+                    "x-amz-sns-topic-arn": self.topic.arn,
+                    "x-amz-sns-subscription-arn": self.arn,
+                    "User-Agent": USER_AGENT,
+                },
+                message_id=message_id,
+                topic_arn=self.topic.arn,
+                subscription_arn=self.arn,
+            )
+        )
+
+    Subscription.publish = publish  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, default=5005)
+    parser.add_argument("--delivery-retries", type=int, default=DEFAULT_RETRIES)
+    parser.add_argument("--retry-delay-seconds", type=float, default=DEFAULT_RETRY_DELAY_SECONDS)
+    parser.add_argument("--timeout-seconds", type=float, default=DEFAULT_TIMEOUT_SECONDS)
+    parser.add_argument("--delivery-workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--shutdown-grace-seconds", type=float, default=DEFAULT_SHUTDOWN_GRACE_SECONDS)
     args = parser.parse_args(argv)
+    if args.delivery_retries < 0 or args.retry_delay_seconds < 0 or args.delivery_workers < 1:
+        parser.error("retries and delay must be >= 0, workers >= 1")
+    if args.timeout_seconds <= 0:
+        parser.error("--timeout-seconds must be > 0")
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: sys.exit(0))
+    delivery = HttpDelivery(
+        retries=args.delivery_retries,
+        retry_delay=args.retry_delay_seconds,
+        timeout=args.timeout_seconds,
+        workers=args.delivery_workers,
+    )
+    install(delivery)
     app = _SnsHostDispatcher(create_backend_app)
-    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    try:
+        run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the grace short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        delivery.shutdown(args.shutdown_grace_seconds)
 
 
 if __name__ == "__main__":
