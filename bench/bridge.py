@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 import google.cloud.pubsub_v1 as pubsub_v1
 from functions_framework._http.gunicorn import GunicornApplication
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
+from report import record  # bench/report.py: scripts run with bench/ on sys.path
 
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
@@ -460,44 +461,72 @@ def report(bridge_tp: Phase, trivial_tp: Phase, bridge_st: Phase, trivial_st: Ph
     fraction = bridge_tp.rate / trivial_tp.rate if trivial_tp.rate else 0.0
     tp_met = bridge_tp.rate >= TARGET_RPS and fraction >= TARGET_FRACTION and not bridge_tp.capped
     p99_met = bridge_st.ms(0.99) <= TARGET_P99_MS and not bridge_st.capped
-    rows = [
+    tp_target = f">= {TARGET_RPS:.0f}/s and >= {TARGET_FRACTION:.0%} of trivial"
+    p99_target = f"<= {TARGET_P99_MS:.0f} ms"
+    # figure, unit, bridge, trivial, ratio (None: computed), target, met, higher is better
+    rows: list[tuple[str, str, float, float, str | None, str, bool | None, bool]] = [
         (
-            f"throughput, {bridge_tp.sent} msgs (req/s)" if not bridge_tp.capped else "throughput (CAPPED)",
+            f"throughput, {bridge_tp.sent} msgs" if not bridge_tp.capped else "throughput (CAPPED)",
+            "req/s",
             bridge_tp.rate,
             trivial_tp.rate,
             f"{fraction:.0%}",
-            f">= {TARGET_RPS:.0f}/s and >= {TARGET_FRACTION:.0%} of trivial: {verdict(tp_met)}",
+            tp_target,
+            tp_met,
+            True,
         ),
-        (f"p50 at {rate:.0f}/s (ms)", bridge_st.ms(0.5), trivial_st.ms(0.5), None, ""),
-        (f"p95 at {rate:.0f}/s (ms)", bridge_st.ms(0.95), trivial_st.ms(0.95), None, ""),
+        (f"p50 at {rate:.0f}/s", "ms", bridge_st.ms(0.5), trivial_st.ms(0.5), None, "", None, False),
+        (f"p95 at {rate:.0f}/s", "ms", bridge_st.ms(0.95), trivial_st.ms(0.95), None, "", None, False),
         (
-            f"p99 at {rate:.0f}/s (ms)",
+            f"p99 at {rate:.0f}/s",
+            "ms",
             bridge_st.ms(0.99),
             trivial_st.ms(0.99),
             None,
-            f"<= {TARGET_P99_MS:.0f} ms: {verdict(p99_met)}",
+            p99_target,
+            p99_met,
+            False,
         ),
         (
-            "server CPU/req, closed loop (ms)",
+            "server CPU/req, closed loop",
+            "ms",
             bridge_tp.cpu_ms_per_request(),
             trivial_tp.cpu_ms_per_request(),
             None,
             "",
+            None,
+            False,
         ),
         (
-            f"server CPU/req at {rate:.0f}/s (ms)",
+            f"server CPU/req at {rate:.0f}/s",
+            "ms",
             bridge_st.cpu_ms_per_request(),
             trivial_st.cpu_ms_per_request(),
             None,
             "",
+            None,
+            False,
         ),
     ]
     print()
     print(f"{'figure':<34} | {'bridge':>8} | {'trivial baseline':>16} | {'ratio':>6} | target")
     print(f"{'-' * 34}-+-{'-' * 8}-+-{'-' * 16}-+-{'-' * 6}-+-{'-' * 44}")
-    for label, bridge, trivial, ratio, target in rows:
+    for figure, unit, bridge, trivial, ratio, target, met, higher in rows:
+        label = figure if figure == "throughput (CAPPED)" else f"{figure} ({unit})"
         shown = ratio if ratio is not None else (f"{bridge / trivial:.1f}x" if trivial else "-")
-        print(f"{label:<34} | {bridge:>8.1f} | {trivial:>16.1f} | {shown:>6} | {target}")
+        printed_target = f"{target}: {verdict(bool(met))}" if target else ""
+        print(f"{label:<34} | {bridge:>8.1f} | {trivial:>16.1f} | {shown:>6} | {printed_target}")
+        record(
+            bench="bridge",
+            figure=figure,
+            value=bridge,
+            unit=unit,
+            baseline=trivial,
+            baseline_label="trivial functions-framework function",
+            target=target,
+            met=met,
+            higher_is_better=higher,
+        )
 
 
 # -- main ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 from google.cloud import bigquery
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
+from report import record  # bench/report.py: scripts run with bench/ on sys.path
 
 from jupiter_data.adapters.bigquery import query_parameters
 from jupiter_data.adapters.clients import bigquery_client
@@ -201,6 +202,22 @@ def main() -> None:
                     f"{statistics.median(direct_ms):>12.1f}ms|{percentile(direct_ms, 0.95):>9.1f}ms|"
                     f"{added:>11.1f}ms| <= {TARGET_MS:.0f} ms: {'MET' if added <= TARGET_MS else 'MISSED'}"
                 )
+                for figure, value, baseline, target, met in (
+                    ("median", statistics.median(api_ms), statistics.median(direct_ms), "", None),
+                    ("p95", percentile(api_ms, 0.95), percentile(direct_ms, 0.95), "", None),
+                    ("added at the median", added, None, f"<= {TARGET_MS:.0f} ms", added <= TARGET_MS),
+                ):
+                    record(
+                        bench="fetch_api",
+                        figure=f"{label}, {figure} of {options.calls} calls",
+                        value=value,
+                        unit="ms",
+                        baseline=baseline,
+                        baseline_label="same query straight to BigQuery",
+                        target=target,
+                        met=met,
+                        higher_is_better=False,
+                    )
     print()
     print(json.dumps({"calls": options.calls, "events_per_source": options.events}))
     print(machine())
