@@ -58,12 +58,16 @@ build: install  ## one reproducible archive per function under dist/
 	$(PY) -m jupiter_data build
 
 bench: install  ## print benchmark figures (each beside a baseline measured in the same run)
-	$(PY) bench/pubsub_emulator.py
-	$(PY) bench/stack_startup.py
-	$(PY) bench/bridge.py
-	$(PY) bench/loader.py
-	$(PY) bench/amplitude_transform.py
-	$(PY) bench/fetch_api.py
+	@benches="pubsub_emulator stack_startup bridge loader amplitude_transform fetch_api"; \
+	export BENCH_RESULTS=.local/bench-results.jsonl; \
+	mkdir -p .local && rm -f "$$BENCH_RESULTS"; \
+	failed=""; \
+	for bench in $$benches; do \
+		$(PY) bench/report.py run bench/$$bench.py || failed="$$failed $$bench"; \
+	done; \
+	$(PY) bench/report.py write --results "$$BENCH_RESULTS" --out bench/RESULTS.md \
+		--expected $$benches --command "make bench" || failed="$${failed:- (see bench/RESULTS.md)}"; \
+	if [ -n "$$failed" ]; then echo "make bench: FAILED:$$failed"; exit 1; fi
 
 clean:  ## remove the virtualenv, local state and archives
 	rm -rf $(VENV) .local dist .mypy_cache .ruff_cache .pytest_cache
