@@ -16,7 +16,7 @@ export PIP_INDEX_URL
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install run demo test lint typecheck unit integration e2e build bench clean
+.PHONY: help install run demo test lint typecheck unit integration e2e build bench load clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench: install  ## print benchmark figures (each beside a baseline measured in t
 	$(PY) bench/report.py write --results "$$BENCH_RESULTS" --out bench/RESULTS.md \
 		--expected $$benches --command "make bench" || failed="$${failed:- (see bench/RESULTS.md)}"; \
 	if [ -n "$$failed" ]; then echo "make bench: FAILED:$$failed"; exit 1; fi
+
+load: install  ## 60 s of steady SNS traffic through a private stack, then reconcile every message
+	$(PY) bench/load.py
 
 clean:  ## remove the virtualenv, local state and archives
 	rm -rf $(VENV) .local dist .mypy_cache .ruff_cache .pytest_cache
