@@ -133,6 +133,29 @@ def test_restart_service_brings_it_back(tmp_path: Path) -> None:
         supervisor.stop()
 
 
+def test_a_killed_service_gets_no_chance_to_clean_up_and_resumes_as_it_was(tmp_path: Path) -> None:
+    port, marker = free_port(), tmp_path / "cleaned-up"
+    code = (
+        "import pathlib, signal, socket, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (pathlib.Path({str(marker)!r}).touch(), sys.exit(0)))\n"
+        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)\n"
+    )
+    supervisor = Supervisor(tmp_path)
+    supervisor.start([script("loader", code, port)], timeout=20)
+    try:
+        started = time.monotonic()
+        supervisor.stop_service("loader", grace=30, kill=True)
+        assert time.monotonic() - started < 5, "a kill does not wait for the grace period"
+        assert wait_until_free(port)
+        assert not marker.exists(), "SIGKILL, not SIGTERM: the process could not run its handler"
+        supervisor.resume_service("loader", timeout=20)
+        assert not port_is_free(port)
+        assert supervisor.dead_services() == []
+    finally:
+        supervisor.stop(grace=5)
+    assert marker.exists(), "the resumed process is stopped gracefully"
+
+
 def test_a_second_stack_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     first = StackLock(tmp_path)
     first.acquire()

@@ -105,6 +105,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.log_dir = state_dir / "logs"
         self._running: list[_Running] = []
+        self._stopped: dict[str, Service] = {}
 
     def start(self, services: Sequence[Service], timeout: float = 60.0) -> None:
         """Start services concurrently and wait until every health check passes."""
@@ -169,18 +170,26 @@ class Supervisor:
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def stop_service(self, name: str, grace: float = 10.0) -> None:
+    def stop_service(self, name: str, grace: float = 10.0, kill: bool = False) -> None:
+        """Stop one service: SIGTERM, or SIGKILL at once with ``kill`` (a crash, for fault drills).
+        ``resume_service`` starts it again."""
         for running in [r for r in self._running if r.service.name == name]:
-            self._terminate(running, grace)
+            self._terminate(running, grace, kill)
             self._running.remove(running)
+            self._stopped[name] = running.service
 
-    def restart_service(self, name: str, down_for: float = 0.0, timeout: float = 60.0) -> None:
-        """Stop one service, leave it down for ``down_for`` seconds, start it again (fault drills)."""
-        (service,) = [r.service for r in self._running if r.service.name == name]
-        self.stop_service(name)
-        time.sleep(down_for)
-        self._spawn(service)
+    def resume_service(self, name: str, timeout: float = 60.0) -> None:
+        """Start a service stopped by ``stop_service`` again, as it was, and wait until it is healthy."""
+        self._spawn(self._stopped.pop(name))
         self._wait_healthy(self._running[-1:], timeout)
+
+    def restart_service(
+        self, name: str, down_for: float = 0.0, timeout: float = 60.0, kill: bool = False
+    ) -> None:
+        """Stop one service, leave it down for ``down_for`` seconds, start it again (fault drills)."""
+        self.stop_service(name, kill=kill)
+        time.sleep(down_for)
+        self.resume_service(name, timeout)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every process group, newest first; SIGKILL whatever is still alive after ``grace``."""
@@ -188,11 +197,11 @@ class Supervisor:
             self._terminate(self._running.pop(), grace)
 
     @staticmethod
-    def _terminate(running: _Running, grace: float) -> None:
+    def _terminate(running: _Running, grace: float, kill: bool = False) -> None:
         process = running.process
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+                os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
