@@ -30,9 +30,33 @@ Supported:
 Not supported (the RPC or field is refused with UNIMPLEMENTED rather than silently ignored):
 snapshots, Seek, DetachSubscription, ListTopicSnapshots, IAM, filters, BigQuery/Cloud Storage/
 Bigtable subscriptions and unwrapped push. Message ordering and exactly-once delivery are
-stored but not enforced, and retention is unlimited (nothing expires). State lives in memory only.
+stored but not enforced, and retention is unlimited (nothing expires).
 
-Run in the foreground with ``python -m jupiter_data.local.pubsub_emulator --port 8085``.
+State lives in memory; with ``--data-dir DIR`` (``data_dir=``) it also survives a graceful restart,
+as real Pub/Sub is durable:
+
+* ``stop()``, which SIGTERM and SIGINT reach when run as a module, writes ``DIR/state.json``
+  atomically (temp file, fsync, rename), and ``start()`` loads it if present (an unreadable file
+  is an error, never silently dropped). The file is JSON: topics and subscriptions as their
+  protobuf JSON (``json_format``, field names as in the proto: every field they hold, push config,
+  ack deadline, retry and dead-letter policies, retention, labels...), every unacknowledged message
+  once (data in base64, attributes, id, publish time), and per subscription the ids and delivery
+  counts of its ``undelivered`` and ``in_flight`` messages, plus the next message id and ack id so
+  neither repeats after a restart.
+* Undelivered messages (queued, or nacked and backing off: the rest of the backoff is forgotten)
+  come back deliverable. In-flight ones (leased to a puller, or being pushed when ``stop()``'s grace
+  ran out, so the outcome is unknown) count as a failed delivery, as an expired lease does: they are
+  redelivered at once with their delivery count carried on, or dead-lettered if that was the last
+  attempt the dead-letter policy allows. A redelivery can duplicate a message; none is lost. An
+  ack that arrives once ``stop()`` has begun may not be recorded: that message is redelivered too.
+* Push subscriptions resume pushing once started. Messages keep their ids and publish times.
+* Only ``stop()`` saves: a SIGKILL (or a crash) loses whatever changed since the start, and the next
+  start loads the previous save again (acked messages come back, later topics are missing).
+  The stack's supervisor sends SIGTERM and waits 10 s before SIGKILL; ``stop()`` waits at most
+  ``2 * grace`` (2 s) for RPCs and pushes in flight before it saves.
+
+Run in the foreground with ``python -m jupiter_data.local.pubsub_emulator --port 8085
+[--data-dir DIR]``.
 """
 
 from __future__ import annotations
@@ -44,6 +68,7 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import random
 import re
 import signal
@@ -53,12 +78,13 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
 import grpc
 import requests
-from google.protobuf import empty_pb2, field_mask_pb2
+from google.protobuf import empty_pb2, field_mask_pb2, json_format
 from google.pubsub_v1 import types
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # not "__main__" under python -m
@@ -76,12 +102,17 @@ _PUSH_CONNECT_TIMEOUT = 2.0
 _BATCH_MESSAGES = 1000
 _BATCH_BYTES = 4 * 1024 * 1024
 _DELETED_TOPIC = "_deleted-topic_"
+STATE_FILE = "state.json"  # in the data directory
+_STATE_FORMAT = "jupiter-data pubsub emulator state"
+_STATE_VERSION = 1
 
 _PROJECT_RE = re.compile(r"^projects/[^/]+$")
 _TOPIC_RE = re.compile(r"^projects/([^/]+)/topics/([A-Za-z][A-Za-z0-9_.~+%-]{2,254})$")
 _SUBSCRIPTION_RE = re.compile(r"^projects/([^/]+)/subscriptions/([A-Za-z][A-Za-z0-9_.~+%-]{2,254})$")
 
 _PubsubMessage = types.PubsubMessage.pb()  # raw protobuf: proto-plus wrappers are several times slower
+_Topic = types.Topic.pb()
+_Subscription = types.Subscription.pb()
 _UNSUPPORTED_CONFIGS = ("bigquery_config", "cloud_storage_config", "bigtable_config")
 _SUBSCRIPTION_UPDATABLE = frozenset({
     "push_config", "ack_deadline_seconds", "dead_letter_policy", "retry_policy", "labels",
@@ -203,14 +234,22 @@ class PubSubEmulator:
     ``port=0`` picks a free port (``start()`` returns it, ``address`` gives ``host:port``).
     ``max_workers`` sizes the gRPC thread pool: each open StreamingPull holds one thread for its
     lifetime, so it bounds concurrent subscribers. ``push_workers`` is the number of deliveries in
-    flight per push subscription.
+    flight per push subscription. With ``data_dir``, ``start()`` loads the state that the last
+    ``stop()`` saved there (see the module docstring), and ``stop()`` saves it.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, max_workers: int = 32, push_workers: int = 16
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_workers: int = 32,
+        push_workers: int = 16,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self._max_workers = max_workers
         self._push_workers = push_workers
         self._lock = threading.Lock()  # one lock for all state: simple, and fast enough here
@@ -234,6 +273,8 @@ class PubSubEmulator:
     def start(self) -> int:
         if self._server is not None or self._stopping:
             raise RuntimeError("PubSubEmulator can be started only once")
+        if self.data_dir is not None:
+            self._load()  # before binding: no client ever sees a half-loaded state
         executor = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="pubsub-emulator")
         server = grpc.server(
             executor,
@@ -249,11 +290,17 @@ class PubSubEmulator:
         with self._lock:
             self._server = server
             self._spawn(self._tick, "pubsub-emulator-timer")
+            for sub in self._subs.values():  # restored push subscriptions resume pushing
+                self._sync_push_workers_locked(sub)
         log.info("Pub/Sub emulator listening on %s", self.address)
         return int(self.port)
 
     def stop(self, grace: float = 1.0) -> None:
-        """Stop accepting RPCs, end open streams and background threads; idempotent."""
+        """Stop accepting RPCs, end open streams and background threads, save the state; idempotent.
+
+        Deliveries still unanswered after ``grace`` (a pull nobody acked, a push whose POST has not
+        returned) are saved as in flight: redelivered after a restart, never lost.
+        """
         with self._lock:
             server, self._server = self._server, None
             self._stopping = True
@@ -267,6 +314,8 @@ class PubSubEmulator:
         give_up = time.monotonic() + grace
         for thread in threads:  # push workers may sit in an HTTP call; they are daemons anyway
             thread.join(timeout=max(0.0, give_up - time.monotonic()))
+        if self.data_dir is not None:
+            self._save()
         log.info("Pub/Sub emulator on %s stopped", self.address)
 
     def __enter__(self) -> PubSubEmulator:
@@ -291,6 +340,131 @@ class PubSubEmulator:
         self._threads = [t for t in self._threads if t.is_alive()]
         self._threads.append(thread)
         thread.start()
+
+    # -- persistence (--data-dir) -------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path | None:
+        return self.data_dir / STATE_FILE if self.data_dir is not None else None
+
+    def _save(self) -> None:
+        """Write the whole state to ``data_dir/state.json`` atomically (temp file, fsync, rename)."""
+        assert self.data_dir is not None
+        with self._lock:
+            state = self._snapshot_locked()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / STATE_FILE
+        temp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
+        with temp.open("w", encoding="utf-8") as out:
+            json.dump(state, out, indent=1)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+        directory = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash of the machine
+        finally:
+            os.close(directory)
+        log.info(
+            "saved %d topics, %d subscriptions and %d messages to %s",
+            len(state["topics"]),
+            len(state["subscriptions"]),
+            len(state["messages"]),
+            path,
+        )
+
+    def _snapshot_locked(self) -> dict[str, Any]:
+        def as_dict(pb: Any) -> dict[str, Any]:
+            return dict(json_format.MessageToDict(pb, preserving_proto_field_name=True))
+
+        def by_id(pendings: Any) -> list[_Pending]:
+            return sorted(pendings, key=lambda p: int(p.message.message_id))
+
+        messages: dict[str, Any] = {}
+
+        def refs(pendings: list[_Pending]) -> list[dict[str, Any]]:
+            for pending in pendings:
+                if pending.message.message_id not in messages:
+                    messages[pending.message.message_id] = as_dict(pending.message)
+            return [{"message_id": p.message.message_id, "delivery_attempts": p.attempts} for p in pendings]
+
+        subscriptions = []
+        for name in sorted(self._subs):
+            sub = self._subs[name]
+            subscriptions.append(
+                {
+                    "subscription": as_dict(sub.pb),
+                    # waiting for a delivery; a backoff still to wait out is forgotten
+                    "undelivered": refs([*sub.available, *by_id(sub.delayed)]),
+                    # delivered, outcome unknown: redelivered after a restart
+                    "in_flight": refs([lease.pending for lease in sub.leases.values()] + by_id(sub.pushing)),
+                }
+            )
+        return {
+            "format": _STATE_FORMAT,
+            "version": _STATE_VERSION,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # the emulator is stopping, so consuming one value of each counter costs nothing
+            "next_message_id": next(self._message_ids),
+            "next_ack_id": next(self._seq),  # ack ids of the last run must not ack new deliveries
+            "topics": [as_dict(topic.pb) for _, topic in sorted(self._topics.items())],
+            "subscriptions": subscriptions,
+            "messages": dict(sorted(messages.items(), key=lambda item: int(item[0]))),
+        }
+
+    def _load(self) -> None:
+        """Restore what the last ``stop()`` saved, if anything; an unreadable file is an error."""
+        path = self.state_file
+        assert path is not None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            log.info("no saved state in %s: starting empty", path)
+            return
+        try:
+            state = json.loads(text)
+            if state.get("format") != _STATE_FORMAT or state.get("version") != _STATE_VERSION:
+                raise ValueError(f"not a version {_STATE_VERSION} {_STATE_FORMAT!r} file")
+            with self._lock:
+                self._restore_locked(state)
+        except (ValueError, KeyError, TypeError, json_format.ParseError) as exc:
+            raise RuntimeError(f"cannot load Pub/Sub emulator state from {path}: {exc}") from exc
+        log.info(
+            "loaded %d topics, %d subscriptions and %d messages from %s",
+            len(self._topics),
+            len(self._subs),
+            len(state["messages"]),
+            path,
+        )
+
+    def _restore_locked(self, state: dict[str, Any]) -> None:
+        self._message_ids = itertools.count(int(state["next_message_id"]))
+        self._seq = itertools.count(int(state["next_ack_id"]))
+        for topic in state["topics"]:
+            pb = json_format.ParseDict(topic, _Topic())
+            self._topics[pb.name] = _TopicState(pb=pb)
+        messages = {
+            message_id: json_format.ParseDict(message, _PubsubMessage())
+            for message_id, message in state["messages"].items()
+        }
+        restored = []
+        for saved in state["subscriptions"]:
+            pb = json_format.ParseDict(saved["subscription"], _Subscription())
+            sub = self._subs[pb.name] = _SubState(pb=pb, cond=threading.Condition(self._lock))
+            if pb.topic in self._topics:
+                self._topics[pb.topic].subscriptions.add(pb.name)
+            restored.append((sub, saved))
+        # Queues last: dead-lettering below publishes, which needs every subscription in place.
+        now = time.monotonic()
+        for sub, saved in restored:
+            for ref in saved["undelivered"]:
+                sub.available.append(_Pending(messages[ref["message_id"]], int(ref["delivery_attempts"])))
+            for ref in reversed(saved["in_flight"]):  # each goes to the front: their order is kept
+                # An unanswered delivery counts as a failed one, as when a lease expires: redelivered
+                # at once, or dead-lettered if that was the last attempt the policy allows.
+                pending = _Pending(messages[ref["message_id"]], int(ref["delivery_attempts"]))
+                self._retry_locked(sub, pending, now, backoff=False)
 
     def _handlers(self) -> list[Any]:
         def unary(fn: Callable[[Any, Any], Any], request_type: Any) -> Any:
@@ -675,7 +849,7 @@ class PubSubEmulator:
         self._drop_lease_locked(sub, ack_id)
         self._retry_locked(sub, lease.pending, now)
 
-    def _retry_locked(self, sub: _SubState, pending: _Pending, now: float) -> None:
+    def _retry_locked(self, sub: _SubState, pending: _Pending, now: float, *, backoff: bool = True) -> None:
         """A delivery failed (nack, expiry, push error): dead-letter it or redeliver after a backoff."""
         if sub.deleted:
             return
@@ -686,7 +860,7 @@ class PubSubEmulator:
                 self._dead_letter_locked(sub, topic, pending)
                 return
             log.warning("dead-letter topic %s of %s does not exist", policy.dead_letter_topic, sub.pb.name)
-        delay = self._backoff(sub, pending.attempts)
+        delay = self._backoff(sub, pending.attempts) if backoff else 0.0
         if delay <= 0:
             sub.available.appendleft(pending)
             sub.cond.notify_all()
@@ -820,6 +994,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the jupiter-data Pub/Sub emulator (gRPC).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8085)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="load the state saved here at start, save it here on SIGTERM/SIGINT (default: memory only)",
+    )
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -830,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    with PubSubEmulator(args.host, args.port):
+    with PubSubEmulator(args.host, args.port, data_dir=args.data_dir):
         while not stop.wait(1.0):  # a timed wait lets the signal handler run promptly
             pass
     return 0
