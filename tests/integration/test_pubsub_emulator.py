@@ -543,3 +543,331 @@ def test_module_runs_in_foreground_and_exits_cleanly_on_sigterm() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+# -- persistence (--data-dir) --------------------------------------------------------------------------
+
+
+class Restartable:
+    """Emulators on one port and one data directory, stopped and started again like the stack does.
+
+    The clients are made once and outlive every restart, as the functions' clients do.
+    """
+
+    def __init__(self, data_dir: Path | None, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.emulator = self._start()
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", self.emulator.address)
+        self.publisher = pubsub_v1.PublisherClient()
+        self.subscriber = pubsub_v1.SubscriberClient()
+
+    def _start(self) -> PubSubEmulator:
+        emulator = PubSubEmulator(port=self.port, data_dir=self.data_dir)
+        emulator.start()
+        return emulator
+
+    def restart(self) -> PubSubEmulator:
+        self.emulator.stop()
+        self.emulator = self._start()
+        return self.emulator
+
+    def close(self) -> None:
+        self.publisher.stop()
+        self.subscriber.close()
+        self.emulator.stop()
+
+
+@pytest.fixture
+def restartable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Restartable]:
+    stack = Restartable(tmp_path / "pubsub", monkeypatch)
+    yield stack
+    stack.close()
+
+
+def saved_state(stack: Restartable) -> dict[str, Any]:
+    assert stack.data_dir is not None
+    state: dict[str, Any] = json.loads((stack.data_dir / "state.json").read_text())
+    return state
+
+
+def test_restart_keeps_topics_and_subscriptions_with_their_configs(
+    restartable: Restartable, endpoints: list[PushEndpoint]
+) -> None:
+    publisher, subscriber = restartable.publisher, restartable.subscriber
+    endpoint = PushEndpoint()
+    endpoints.append(endpoint)
+    topic = publisher.create_topic(
+        request={
+            "name": unique("topics"),
+            "labels": {"team": "data"},
+            "message_retention_duration": timedelta(hours=2),
+        }
+    )
+    dead_topic = publisher.create_topic(name=unique("topics"))
+    pull_sub = subscriber.create_subscription(
+        request={
+            "name": unique("subscriptions"),
+            "topic": topic.name,
+            "ack_deadline_seconds": 42,
+            "retry_policy": fast_retries(700),
+            "dead_letter_policy": {"dead_letter_topic": dead_topic.name, "max_delivery_attempts": 7},
+            "labels": {"kind": "pull"},
+            "message_retention_duration": timedelta(hours=3),
+            "retain_acked_messages": True,
+            "enable_message_ordering": True,
+        }
+    )
+    push_sub = subscriber.create_subscription(
+        request={
+            "name": unique("subscriptions"),
+            "topic": topic.name,
+            "push_config": {"push_endpoint": endpoint.url, "attributes": {"x-goog-version": "v1"}},
+            "retry_policy": {},  # set but empty: the real defaults apply
+        }
+    )
+    orphan_topic = publisher.create_topic(name=unique("topics")).name
+    orphan = subscriber.create_subscription(name=unique("subscriptions"), topic=orphan_topic)
+    publisher.delete_topic(topic=orphan_topic)
+
+    restartable.restart()
+
+    assert publisher.get_topic(topic=topic.name) == topic
+    assert publisher.get_topic(topic=dead_topic.name) == dead_topic
+    with pytest.raises(exceptions.NotFound):
+        publisher.get_topic(topic=orphan_topic)
+    restored_pull = subscriber.get_subscription(subscription=pull_sub.name)
+    assert restored_pull == pull_sub
+    assert restored_pull.ack_deadline_seconds == 42
+    assert restored_pull.dead_letter_policy.max_delivery_attempts == 7
+    assert restored_pull.retry_policy.maximum_backoff == timedelta(milliseconds=700)
+    restored_push = subscriber.get_subscription(subscription=push_sub.name)
+    assert restored_push == push_sub
+    assert "retry_policy" in restored_push  # presence survives, not only values
+    assert subscriber.get_subscription(subscription=orphan.name).topic == "_deleted-topic_"
+    assert sorted(publisher.list_topic_subscriptions(topic=topic.name)) == sorted(
+        [pull_sub.name, push_sub.name]
+    )
+
+
+def test_restart_redelivers_unacked_and_leased_messages_but_not_acked_ones(
+    restartable: Restartable,
+) -> None:
+    publisher, subscriber = restartable.publisher, restartable.subscriber
+    dead_topic = publisher.create_topic(name=unique("topics")).name
+    topic, subscription = make_topic_and_subscription(
+        publisher,
+        subscriber,
+        ack_deadline_seconds=60,  # nothing expires during the test: leases stay leases
+        # a generous dead-letter policy only so deliveries report delivery_attempt
+        dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 100},
+    )
+    ids = {data: publisher.publish(topic, data).result(timeout=10) for data in (b"a", b"b", b"c", b"d")}
+    first = {m.message.data: m for m in pull(subscriber, subscription, 2)}
+    assert set(first) == {b"a", b"b"}
+    subscriber.acknowledge(subscription=subscription, ack_ids=[first[b"a"].ack_id])  # b stays leased
+
+    restartable.restart()
+
+    again = {m.message.data: m for m in pull(subscriber, subscription, 3)}
+    assert set(again) == {b"b", b"c", b"d"}
+    assert pull_nothing(subscriber, subscription)  # a was acked before the stop
+    assert {data: m.message.message_id for data, m in again.items()} == {d: ids[d] for d in again}
+    assert again[b"b"].delivery_attempt == 2  # leased once before the stop
+    assert again[b"c"].delivery_attempt == again[b"d"].delivery_attempt == 1
+    assert again[b"b"].message.publish_time == first[b"b"].message.publish_time
+    stale = first[b"b"].ack_id
+    assert stale not in {m.ack_id for m in again.values()}  # old ack ids cannot ack new deliveries
+    subscriber.acknowledge(subscription=subscription, ack_ids=[stale])
+    assert restartable.emulator.unacked_count(subscription) == 3
+
+    new_id = publisher.publish(topic, b"e").result(timeout=10)
+    assert new_id not in ids.values()
+    assert int(new_id) > max(int(i) for i in ids.values())
+
+
+def test_restart_continues_counting_delivery_attempts_and_dead_letters_on_the_last_one(
+    restartable: Restartable,
+) -> None:
+    publisher, subscriber = restartable.publisher, restartable.subscriber
+    dead_topic, dead_subscription = make_topic_and_subscription(publisher, subscriber)
+    topic, subscription = make_topic_and_subscription(
+        publisher,
+        subscriber,
+        ack_deadline_seconds=60,
+        dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 4},
+    )
+    publisher.publish(topic, b"nacked").result(timeout=10)
+    publisher.publish(topic, b"last try").result(timeout=10)
+    for attempt in (1, 2):  # both delivered and nacked twice
+        received = pull(subscriber, subscription, 2)
+        assert [m.delivery_attempt for m in received] == [attempt, attempt]
+        subscriber.modify_ack_deadline(
+            subscription=subscription, ack_ids=[m.ack_id for m in received], ack_deadline_seconds=0
+        )
+    third = {m.message.data: m for m in pull(subscriber, subscription, 2)}
+    assert third[b"nacked"].delivery_attempt == 3
+    subscriber.modify_ack_deadline(
+        subscription=subscription, ack_ids=[third[b"nacked"].ack_id], ack_deadline_seconds=0
+    )
+    [fourth] = pull(subscriber, subscription, 1)  # "nacked" on its last attempt, leased at the stop
+    assert (fourth.message.data, fourth.delivery_attempt) == (b"nacked", 4)
+
+    restartable.restart()
+
+    # "last try" was leased on its 3rd attempt: one more is allowed, and the count goes on.
+    [redelivered] = pull(subscriber, subscription, 1)
+    assert (redelivered.message.data, redelivered.delivery_attempt) == (b"last try", 4)
+    assert pull_nothing(subscriber, subscription)
+    # "nacked" was leased on its 4th and last attempt: unanswered, so it is dead-lettered.
+    [dead] = pull(subscriber, dead_subscription, 1)
+    assert dead.message.data == b"nacked"
+    assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "4"
+
+
+def test_restart_resumes_pushing_what_was_published_before_the_stop(
+    restartable: Restartable, endpoints: list[PushEndpoint]
+) -> None:
+    publisher, subscriber = restartable.publisher, restartable.subscriber
+    port = free_port()  # nothing listens before the restart: every push is refused
+    dead_topic = publisher.create_topic(name=unique("topics")).name
+    topic, subscription = make_topic_and_subscription(
+        publisher,
+        subscriber,
+        push_config={"push_endpoint": f"http://127.0.0.1:{port}/push"},
+        # a generous dead-letter policy only so the envelope reports deliveryAttempt
+        dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 100},
+        retry_policy=fast_retries(200),
+    )
+    published = {publisher.publish(topic, f"m{i}".encode()).result(timeout=10): f"m{i}" for i in range(5)}
+    time.sleep(0.3)  # a few refused attempts
+
+    emulator = restartable.restart()
+    assert emulator.unacked_count(subscription) == 5
+    endpoint = PushEndpoint(port=port)
+    endpoints.append(endpoint)
+    wait_for(lambda: emulator.unacked_count(subscription) == 0, what="pushes after the restart")
+
+    delivered = {r["body"]["message"]["messageId"]: r["body"] for r in endpoint.requests}
+    assert len(endpoint.requests) == 5
+    assert {i: base64.b64decode(b["message"]["data"]).decode() for i, b in delivered.items()} == published
+    assert all(b["deliveryAttempt"] > 1 for b in delivered.values())  # counted across the restart
+    assert all(b["subscription"] == subscription for b in delivered.values())
+
+
+def test_push_in_flight_at_the_stop_is_pushed_again_after_the_restart(
+    restartable: Restartable, endpoints: list[PushEndpoint]
+) -> None:
+    publisher, subscriber = restartable.publisher, restartable.subscriber
+    endpoint = PushEndpoint(delay=3.0)  # answers only after stop() stopped waiting (1 s grace)
+    endpoints.append(endpoint)
+    topic, subscription = make_topic_and_subscription(
+        publisher, subscriber, push_config={"push_endpoint": endpoint.url}, ack_deadline_seconds=30
+    )
+    message_id = publisher.publish(topic, b"in flight").result(timeout=10)
+    wait_for(lambda: endpoint.requests, what="the push to start")
+
+    emulator = restartable.restart()  # the first POST is still unanswered when the state is saved
+    [saved] = [
+        s for s in saved_state(restartable)["subscriptions"] if s["subscription"]["name"] == subscription
+    ]
+    assert saved["in_flight"] == [{"message_id": message_id, "delivery_attempts": 1}]
+    assert saved["undelivered"] == []
+
+    wait_for(lambda: emulator.unacked_count(subscription) == 0, what="the push after the restart")
+    assert [r["body"]["message"]["messageId"] for r in endpoint.requests] == [message_id, message_id]
+    assert base64.b64decode(endpoint.requests[1]["body"]["message"]["data"]) == b"in flight"
+
+
+def test_state_file_is_legible_json(restartable: Restartable) -> None:
+    publisher, subscriber = restartable.publisher, restartable.subscriber
+    topic, subscription = make_topic_and_subscription(publisher, subscriber)
+    message_id = publisher.publish(topic, b"\x00binary\xff", origin="test").result(timeout=10)
+    restartable.emulator.stop()
+
+    state = saved_state(restartable)
+    assert state["version"] == 1
+    assert [t["name"] for t in state["topics"]] == [topic]
+    [saved] = state["subscriptions"]
+    assert saved["subscription"]["name"] == subscription
+    assert saved["subscription"]["topic"] == topic
+    assert saved["undelivered"] == [{"message_id": message_id, "delivery_attempts": 0}]
+    message = state["messages"][message_id]
+    assert base64.b64decode(message["data"]) == b"\x00binary\xff"
+    assert message["attributes"] == {"origin": "test"}
+    assert int(state["next_message_id"]) > int(message_id)
+    assert restartable.data_dir is not None
+    assert [p.name for p in restartable.data_dir.iterdir()] == ["state.json"]  # no temp file left
+
+
+def test_unreadable_state_file_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"format": "something else"}')
+    emulator = PubSubEmulator(data_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="cannot load Pub/Sub emulator state"):
+        emulator.start()
+    assert (tmp_path / "state.json").read_text() == '{"format": "something else"}'  # left for a human
+
+
+def test_without_data_dir_nothing_is_persisted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    stack = Restartable(None, monkeypatch)
+    try:
+        topic, subscription = make_topic_and_subscription(stack.publisher, stack.subscriber)
+        stack.publisher.publish(topic, b"gone").result(timeout=10)
+        stack.restart()
+        assert list(tmp_path.iterdir()) == []
+        assert list(stack.publisher.list_topics(project=f"projects/{PROJECT}")) == []
+        with pytest.raises(exceptions.NotFound):
+            stack.subscriber.get_subscription(subscription=subscription)
+    finally:
+        stack.close()
+
+
+def test_module_keeps_messages_across_a_sigterm_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    data_dir = tmp_path / "pubsub"
+    command = [sys.executable, "-m", "jupiter_data.local.pubsub_emulator", "--port", str(port)]
+    command += ["--data-dir", str(data_dir)]
+
+    def run() -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "listening on" in line:
+                return process
+        raise AssertionError(f"the emulator exited with {process.wait()}")
+
+    def sigterm(process: subprocess.Popen[str]) -> str:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stderr is not None
+        return process.stderr.read()
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
+    process = run()
+    try:
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        topic, subscription = make_topic_and_subscription(publisher, subscriber)
+        ids = {publisher.publish(topic, data).result(timeout=10): data for data in (b"one", b"two")}
+        assert "saved 1 topics, 1 subscriptions and 2 messages" in sigterm(process)
+        assert (data_dir / "state.json").is_file()
+
+        process = run()
+        received = pull(subscriber, subscription, 2)
+        assert {m.message.message_id: m.message.data for m in received} == ids
+        subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in received])
+        sigterm(process)
+
+        process = run()
+        assert pull_nothing(subscriber, subscription)  # the acks were saved too
+        assert [t.name for t in publisher.list_topics(project=f"projects/{PROJECT}")] == [topic]
+        sigterm(process)
+        publisher.stop()
+        subscriber.close()
+    finally:
+        process.kill()
+        process.wait()
