@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
@@ -33,15 +34,34 @@ def test_every_message_published_to_sns_arrives_in_pubsub_exactly_as_sent(platfo
     assert all(m.attributes["sns_timestamp"].endswith("Z") for m in received)
 
 
+def sns_outcome(platform: LocalStack, message_id: str, endpoint: str, timeout: float = 20) -> str:
+    """Wait for the SNS emulator's final outcome of one delivery (a JSON line in its log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in platform.supervisor.log_path("sns").read_text().splitlines():
+            if line.startswith("{"):
+                outcome = json.loads(line)
+                if (outcome["message_id"], outcome["endpoint"]) == (message_id, endpoint):
+                    return str(outcome["outcome"])
+        time.sleep(0.05)
+    raise AssertionError(f"SNS did not finish delivering {message_id} to {endpoint} in {timeout} s")
+
+
 def capture_one_genuine_sns_post(platform: LocalStack, **publish_args: str) -> dict[str, str]:
-    """Subscribe a capturing endpoint beside the bridge and return what moto POSTs to it."""
+    """Subscribe a capturing endpoint beside the bridge and return what moto POSTs to it.
+
+    SNS delivers after Publish returns: wait until the capture has it and the bridge has had its own
+    copy, so that copy cannot land in a tap opened afterwards.
+    """
     captured: list[dict[str, str]] = []
+    arrived = threading.Event()
 
     class Capture(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             captured.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
+            arrived.set()
 
         def log_message(self, *args: object) -> None:
             pass
@@ -52,7 +72,11 @@ def capture_one_genuine_sns_post(platform: LocalStack, **publish_args: str) -> d
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/"
     arn = sns.subscribe(TopicArn=SNS_TOPIC_ARN, Protocol="http", Endpoint=endpoint)["SubscriptionArn"]
     try:
-        sns.publish(TopicArn=SNS_TOPIC_ARN, Message='{"userId": "genuine"}', **publish_args)
+        message_id = sns.publish(TopicArn=SNS_TOPIC_ARN, Message='{"userId": "genuine"}', **publish_args)[
+            "MessageId"
+        ]
+        assert arrived.wait(20), "SNS did not deliver to the capturing endpoint"
+        sns_outcome(platform, message_id, platform.function_urls()["sns_to_pubsub"])
     finally:
         sns.unsubscribe(SubscriptionArn=arn)
         server.shutdown()
