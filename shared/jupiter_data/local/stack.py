@@ -186,7 +186,9 @@ class LocalStack:
             Service(
                 "pubsub",
                 [sys.executable, "-m", "jupiter_data.local.pubsub_emulator", "--host", "127.0.0.1",
-                 "--port", str(p.pubsub)],
+                 "--port", str(p.pubsub),
+                 # saved on SIGTERM, loaded at start: a restart (fault drills) loses no message
+                 "--data-dir", str(self.state_dir / "pubsub")],
                 p.pubsub,
                 tcp_open(p.pubsub),
             ),
