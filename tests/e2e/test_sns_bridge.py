@@ -109,12 +109,12 @@ def test_the_deployed_endpoint_refuses_tampering_forgeries_and_other_methods(pla
     assert "RawMessageDelivery" in raw.json()["detail"]
 
 
-def test_moto_messages_with_a_subject_fail_verification_as_they_would_against_aws(
-    platform: LocalStack,
-) -> None:
-    """moto leaves Subject out of the string it signs; AWS signs it. The bridge follows AWS."""
+def test_a_subject_is_signed_as_aws_signs_it_and_cannot_be_altered(platform: LocalStack) -> None:
+    """AWS signs Subject when present (moto's own signer leaves it out; the local SNS signs as AWS)."""
     with_subject = capture_one_genuine_sns_post(platform, Subject="Deposit")
     assert with_subject["Subject"] == "Deposit"
     url = platform.function_urls()["sns_to_pubsub"]
-    reply = requests.post(url, data=json.dumps(with_subject), timeout=10)
-    assert (reply.status_code, reply.json()["error"]) == (403, "invalid_signature")
+    genuine = requests.post(url, data=json.dumps(with_subject), timeout=10)
+    altered = requests.post(url, data=json.dumps({**with_subject, "Subject": "Withdrawal"}), timeout=10)
+    assert genuine.status_code == 200
+    assert (altered.status_code, altered.json()["error"]) == (403, "invalid_signature")

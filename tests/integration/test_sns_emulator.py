@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import boto3
 import pytest
 import requests
 
+from jupiter_data.domain import sns
 from jupiter_data.local.supervisor import free_port, http_ok
 
 RETRY_DELAY = 0.5
@@ -199,7 +201,7 @@ def publish(emulator: Emulator, topic_arn: str, message: str = '{"userId": "u-1"
     return str(emulator.sns.publish(TopicArn=topic_arn, Message=message)["MessageId"])
 
 
-def test_publish_returns_before_delivery_and_the_post_is_motos_signed_envelope_with_sns_headers(
+def test_publish_returns_before_delivery_and_the_post_is_a_signed_envelope_with_sns_headers(
     emulator: Emulator, endpoint: Endpoint
 ) -> None:
     path = endpoint.path([(0.8, 200)])
@@ -229,10 +231,34 @@ def test_publish_returns_before_delivery_and_the_post_is_motos_signed_envelope_w
     assert (envelope["MessageId"], envelope["TopicArn"]) == (message_id, topic_arn)
     assert envelope["Message"] == '{"userId": "slow"}'
     assert envelope["SignatureVersion"] == "2" and envelope["Signature"]
-    # The certificate moto registered while signing is served unsigned, where the bridge fetches it.
+    # The signing certificate is served unsigned, where the bridge fetches it.
     cert_path = envelope["SigningCertURL"].split("amazonaws.com", 1)[1]
     pem = requests.get(emulator.url + cert_path, timeout=5)
     assert pem.status_code == 200 and pem.text.startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_one_certificate_per_subscription_signs_every_message_as_aws_does(
+    emulator: Emulator, endpoint: Endpoint
+) -> None:
+    """The bridge's own verifier accepts each envelope, Subject included; the certificate URL is stable,
+    so a subscriber fetches it once (moto's signer made a certificate per message)."""
+    path = endpoint.path([])
+    topic_arn, _ = subscribe(emulator, endpoint.url + path)
+    ids = [publish(emulator, topic_arn, f'{{"n": {n}}}') for n in range(3)]
+    ids.append(str(emulator.sns.publish(TopicArn=topic_arn, Message="{}", Subject="Deposit")["MessageId"]))
+    for message_id in ids:
+        assert emulator.outcome(message_id)["outcome"] == "delivered"
+    envelopes = [post.envelope for post in endpoint.posts_to(path)]
+    assert sorted(e["MessageId"] for e in envelopes) == sorted(ids)
+    (cert_url,) = {e["SigningCertURL"] for e in envelopes}
+    pem = requests.get(emulator.url + cert_url.split("amazonaws.com", 1)[1], timeout=5).content
+    key = sns.load_certificate(pem, datetime.now(UTC))
+    for envelope in envelopes:
+        sns.verify_signature(sns.parse_message(json.dumps(envelope).encode()), key)
+    (with_subject,) = [e for e in envelopes if "Subject" in e]
+    forged = sns.parse_message(json.dumps({**with_subject, "Subject": "Withdrawal"}).encode())
+    with pytest.raises(sns.Rejected, match="signature does not match"):
+        sns.verify_signature(forged, key)
 
 
 def test_a_5xx_is_retried_after_the_delay_until_delivered_then_never_again(
