@@ -16,6 +16,7 @@ class FunctionDef:
     name: str
     trigger: str  # "http", or the Pub/Sub topic that triggers it
     local_port: int
+    concurrency: int  # requests one instance serves at once (Terraform's setting; THREADS locally too)
 
     @property
     def is_http(self) -> bool:
@@ -67,7 +68,7 @@ def load_resources() -> Resources:
     raw = json.loads((SCHEMAS / "resources.json").read_text())
     return Resources(
         functions=tuple(
-            FunctionDef(name=name, trigger=spec["trigger"], local_port=spec["local_port"])
+            FunctionDef(name, spec["trigger"], spec["local_port"], spec["concurrency"])
             for name, spec in raw["functions"].items()
         ),
         topics=raw["pubsub"]["topics"],

@@ -76,10 +76,13 @@ def resource(path: Path, kind: str, name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def terraform_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy, so `terraform get` writes its .terraform folders outside the repository."""
-    target = tmp_path_factory.mktemp("tf") / "terraform"
-    shutil.copytree(TERRAFORM, target, ignore=shutil.ignore_patterns(".terraform"))
-    return target
+    """A copy, so `terraform get` writes its .terraform folders outside the repository; with the shared
+    schemas where the modules' file() calls find them (Terraform evaluates some of them while loading)."""
+    copy = tmp_path_factory.mktemp("tf")
+    shutil.copytree(TERRAFORM, copy / "terraform", ignore=shutil.ignore_patterns(".terraform"))
+    schemas = TERRAFORM.parent / "shared" / "jupiter_data" / "schemas"
+    shutil.copytree(schemas, copy / schemas.relative_to(TERRAFORM.parent))
+    return copy / "terraform"
 
 
 @pytest.mark.parametrize("root", ROOTS)

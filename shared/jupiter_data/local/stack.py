@@ -121,16 +121,19 @@ class LocalStack:
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
 
-    def function_env(self, name: str) -> dict[str, str]:
+    def function_env(self, function: FunctionDef) -> dict[str, str]:
         """Settings of one function beyond the shared ones, as Terraform sets them when deployed."""
-        if name == "sns_to_pubsub":
-            return {
-                "SNS_ALLOWED_TOPIC_ARNS": SNS_TOPIC_ARN,
-                "SNS_CERT_BASE_URL": f"http://127.0.0.1:{self.ports.sns}",
-            }
-        if name == "fetch_from_bigquery":
-            return {"FETCH_API_KEYS": f"local-dev:{ApiKeys.digest(self.fetch_api_key)}"}
-        return {}
+        # THREADS as deployed: the one local instance serves `concurrency` requests at once, like each
+        # deployed instance (functions-framework would otherwise take 4 per CPU).
+        env = {"THREADS": str(function.concurrency)}
+        if function.name == "pubsub_to_bigquery":
+            env["LOADER_BATCH_MAX_ROWS"] = str(function.concurrency)
+        elif function.name == "sns_to_pubsub":
+            env["SNS_ALLOWED_TOPIC_ARNS"] = SNS_TOPIC_ARN
+            env["SNS_CERT_BASE_URL"] = f"http://127.0.0.1:{self.ports.sns}"
+        elif function.name == "fetch_from_bigquery":
+            env["FETCH_API_KEYS"] = f"local-dev:{ApiKeys.digest(self.fetch_api_key)}"
+        return env
 
     def sns_client(self) -> Any:
         env = self.env()
@@ -225,7 +228,7 @@ class LocalStack:
                     port,
                     tcp_open(port),
                     env={**self.env(exclude=("FETCH_API_KEY",)), "LOG_LEVEL": "INFO",
-                         **self.function_env(function.name)},
+                         **self.function_env(function)},
                     cwd=source,
                 )
             )  # fmt: skip

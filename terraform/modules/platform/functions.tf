@@ -1,5 +1,6 @@
 # Per function: its settings (exactly what jupiter_data.settings reads for it; a test checks), secrets,
-# roles and size. Names, entry points and triggers come from resources.json and functions/<name>/.
+# roles and size. Names, entry points, triggers and concurrency come from resources.json and
+# functions/<name>/.
 locals {
   function_settings = {
     sns_to_pubsub = {
@@ -8,27 +9,26 @@ locals {
         SNS_MAX_MESSAGE_AGE    = "1h"
         SNS_EVENTS_TOPIC       = "sns-events"
       }
-      secrets     = {}
-      roles       = []
-      ingress     = "ALLOW_ALL" # AWS SNS calls from outside Google; every message is signature-checked
-      memory      = "512Mi"
-      concurrency = 16
-      timeout     = 30
-      max         = 20
+      secrets = {}
+      roles   = []
+      ingress = "ALLOW_ALL" # AWS SNS calls from outside Google; every message is signature-checked
+      memory  = "512Mi"
+      timeout = 30
+      max     = 20
     }
     pubsub_to_bigquery = {
       env = {
-        LOADER_MAX_RETRY_AGE     = "24h"
-        LOADER_BATCH_MAX_ROWS    = "16" # the concurrency: a batch fills from requests served together
+        LOADER_MAX_RETRY_AGE = "24h"
+        # the concurrency: a batch fills from the requests one instance serves together
+        LOADER_BATCH_MAX_ROWS    = tostring(local.resources.functions.pubsub_to_bigquery.concurrency)
         LOADER_BATCH_MAX_WAIT_MS = "50"
       }
-      secrets     = {}
-      roles       = ["roles/bigquery.jobUser"]
-      ingress     = "ALLOW_INTERNAL_ONLY"
-      memory      = "512Mi"
-      concurrency = 16
-      timeout     = 60
-      max         = 20
+      secrets = {}
+      roles   = ["roles/bigquery.jobUser"]
+      ingress = "ALLOW_INTERNAL_ONLY"
+      memory  = "512Mi"
+      timeout = 60
+      max     = 20
     }
     sync_amplitude = {
       env = {
@@ -40,12 +40,11 @@ locals {
         AMPLITUDE_API_KEY    = google_secret_manager_secret.secrets["amplitude-api-key"].secret_id
         AMPLITUDE_SECRET_KEY = google_secret_manager_secret.secrets["amplitude-secret-key"].secret_id
       }
-      roles       = ["roles/bigquery.jobUser"]
-      ingress     = "ALLOW_INTERNAL_ONLY"
-      memory      = "2Gi" # /tmp is memory: one window's zip and staged files, see README
-      concurrency = 1
-      timeout     = 540
-      max         = 3
+      roles   = ["roles/bigquery.jobUser"]
+      ingress = "ALLOW_INTERNAL_ONLY"
+      memory  = "2Gi" # /tmp is memory: one window's zip and staged files, see README
+      timeout = 540
+      max     = 3
     }
     fetch_from_bigquery = {
       env = {
@@ -56,12 +55,11 @@ locals {
       secrets = {
         FETCH_API_KEYS = google_secret_manager_secret.secrets["fetch-api-keys"].secret_id
       }
-      roles       = ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"]
-      ingress     = "ALLOW_ALL" # analysts call from their machines; IAM and an API key gate every call
-      memory      = "1Gi"
-      concurrency = 8
-      timeout     = 120
-      max         = 10
+      roles   = ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"]
+      ingress = "ALLOW_ALL" # analysts call from their machines; IAM and an API key gate every call
+      memory  = "1Gi"
+      timeout = 120
+      max     = 10
     }
   }
 }
@@ -81,7 +79,7 @@ module "functions" {
   project_roles      = toset(local.function_settings[each.key].roles)
   ingress            = local.function_settings[each.key].ingress
   memory             = local.function_settings[each.key].memory
-  concurrency        = local.function_settings[each.key].concurrency
+  concurrency        = local.resources.functions[each.key].concurrency
   timeout_seconds    = local.function_settings[each.key].timeout
   max_instances      = local.function_settings[each.key].max
   labels             = local.labels
