@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from machine import machine
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, subscriber_client
-from jupiter_data.local.stack import SNS_TOPIC_ARN, LocalStack, StackPorts
+from jupiter_data.local.stack import REPO_ROOT, SNS_TOPIC_ARN, LocalStack, StackPorts
 from jupiter_data.resources import load_resources
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -58,6 +59,7 @@ def run_locust(stack: LocalStack, run_id: str, options: argparse.Namespace, publ
         "LOAD_TOPIC_ARN": SNS_TOPIC_ARN,
         "LOAD_PUBLISHED_FILE": str(published_file),
         "LOAD_RATE_PER_USER": str(options.rate / options.users),
+        "LOAD_BATCH": str(options.batch),
     }
     argv = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
@@ -112,9 +114,12 @@ def wait_for_drain(warehouse: BigQueryWarehouse, run_id: str, expected: int, tim
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="messages/s, all users together")
+    parser.add_argument("--rate", type=float, default=220.0, help="messages/s offered, all users together")
     parser.add_argument("--duration", type=int, default=60, help="seconds of publishing")
     parser.add_argument("--users", type=int, default=20, help="Locust users (each rate/users messages/s)")
+    parser.add_argument(
+        "--batch", type=int, default=10, choices=range(1, 11), help="messages per PublishBatch"
+    )
     parser.add_argument("--drain-timeout", type=float, default=180.0, help="max seconds to wait for rows")
     options = parser.parse_args()
     run_id = f"load-{uuid.uuid4().hex[:8]}"
@@ -123,8 +128,11 @@ def main() -> int:
         stack = LocalStack(Path(tmp), StackPorts.free(), free_function_ports=True)
         print("starting a private local stack on free ports …", flush=True)
         with stack:
-            print(f"stack healthy in {stack.startup_seconds:.1f}s; run {run_id}: {options.rate:g} msg/s "
-                  f"for {options.duration}s from {options.users} Locust users\n", flush=True)  # fmt: skip
+            print(
+                f"stack healthy in {stack.startup_seconds:.1f}s; run {run_id}: {options.rate:g} msg/s for "
+                f"{options.duration}s, {options.users} Locust users, PublishBatch of {options.batch}\n",
+                flush=True,
+            )
             published_file = Path(tmp) / "published.jsonl"
             locust_status = run_locust(stack, run_id, options, published_file)
             published = [json.loads(line) for line in published_file.read_text().splitlines()]
@@ -142,6 +150,10 @@ def main() -> int:
                 for row in warehouse.query(LATENCIES, {"run": run_id})
                 if row["sns_message_id"] in sent_by_id
             )
+        # Every service's log and the published ids outlive the private stack, for diagnosis.
+        kept = REPO_ROOT / ".local" / "load" / run_id
+        shutil.copytree(Path(tmp) / "logs", kept / "logs")
+        shutil.copy(published_file, kept)
     publish_seconds = (sent[-1] - sent[0]) / 1000 if len(sent) > 1 else float("nan")
     rate = len(published) / publish_seconds
     checks: list[tuple[str, bool]] = [
@@ -173,6 +185,7 @@ def main() -> int:
         print(f"  {'PASS' if ok else 'FAIL'}  {label}")
     failed = [label for label, ok in checks if not ok]
     print(f"\n{'OK' if not failed else 'FAILED'}: {len(checks) - len(failed)} of {len(checks)} checks passed")
+    print(f"logs of every service and the published ids: {kept.relative_to(REPO_ROOT)}")
     return 1 if failed else 0
 
 
