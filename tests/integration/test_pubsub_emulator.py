@@ -447,15 +447,10 @@ def test_push_dead_letter_after_max_attempts(
     assert [r["body"]["deliveryAttempt"] for r in endpoint.requests] == [1, 2, 3]
 
 
-def test_push_waits_for_endpoint_to_come_back(
-    emulator: PubSubEmulator,
-    publisher: Publisher,
-    subscriber: Subscriber,
-    endpoints: list[PushEndpoint],
-) -> None:
-    port = free_port()  # nothing listens here yet: connection refused
+def push_subscription_to(port: int, publisher: Publisher, subscriber: Subscriber) -> tuple[str, str]:
+    """A topic and a push subscription to ``http://127.0.0.1:<port>/push`` retrying every 200 ms."""
     dead_topic = publisher.create_topic(name=unique("topics")).name
-    topic, subscription = make_topic_and_subscription(
+    return make_topic_and_subscription(
         publisher,
         subscriber,
         push_config={"push_endpoint": f"http://127.0.0.1:{port}/push"},
@@ -463,6 +458,16 @@ def test_push_waits_for_endpoint_to_come_back(
         dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 100},
         retry_policy=fast_retries(200),
     )
+
+
+def test_push_waits_for_endpoint_to_come_back(
+    emulator: PubSubEmulator,
+    publisher: Publisher,
+    subscriber: Subscriber,
+    endpoints: list[PushEndpoint],
+) -> None:
+    port = free_port()  # nothing listens here yet: connection refused
+    topic, subscription = push_subscription_to(port, publisher, subscriber)
     publisher.publish(topic, b"while down").result(timeout=10)
     time.sleep(0.5)  # several refused attempts
 
@@ -730,15 +735,7 @@ def test_restart_resumes_pushing_what_was_published_before_the_stop(
 ) -> None:
     publisher, subscriber = restartable.publisher, restartable.subscriber
     port = free_port()  # nothing listens before the restart: every push is refused
-    dead_topic = publisher.create_topic(name=unique("topics")).name
-    topic, subscription = make_topic_and_subscription(
-        publisher,
-        subscriber,
-        push_config={"push_endpoint": f"http://127.0.0.1:{port}/push"},
-        # a generous dead-letter policy only so the envelope reports deliveryAttempt
-        dead_letter_policy={"dead_letter_topic": dead_topic, "max_delivery_attempts": 100},
-        retry_policy=fast_retries(200),
-    )
+    topic, subscription = push_subscription_to(port, publisher, subscriber)
     published = {publisher.publish(topic, f"m{i}".encode()).result(timeout=10): f"m{i}" for i in range(5)}
     time.sleep(0.3)  # a few refused attempts
 
