@@ -1,7 +1,8 @@
 """Fault drills on the whole local platform: a component fails while events flow, then recovers.
 
-After each: every valid event is in ``ops.user_events`` exactly once, and every invalid one is in the
-dead-letter table with its reason (``traffic.assert_exactly_once``). Push retries back off 1 s to 5 s here
+The SNS drills mix in 5 % poison messages. After each: every valid event is in ``ops.user_events``
+exactly once, and every invalid one is in the dead-letter table with its reason, even if the fault hit
+while it was being dead-lettered (``traffic.assert_exactly_once``). Push retries back off 1 s to 5 s here
 (``conftest.py``), so each drill takes well under a minute beyond its outage.
 """
 
@@ -23,7 +24,7 @@ def run_id(drill: str) -> str:
 
 
 def test_loader_killed_mid_stream_and_restarted(platform: LocalStack) -> None:
-    with SteadyTraffic(platform, run_id("loader-killed")) as traffic:
+    with SteadyTraffic(platform, run_id("loader-killed"), poison_every=20) as traffic:
         time.sleep(3)
         platform.supervisor.stop_service("pubsub_to_bigquery", kill=True)  # SIGKILL: no clean shutdown
         time.sleep(3)
@@ -34,7 +35,7 @@ def test_loader_killed_mid_stream_and_restarted(platform: LocalStack) -> None:
 
 
 def test_bigquery_emulator_stopped_for_30_seconds(platform: LocalStack) -> None:
-    with SteadyTraffic(platform, run_id("bigquery-down")) as traffic:
+    with SteadyTraffic(platform, run_id("bigquery-down"), poison_every=20) as traffic:
         time.sleep(2)
         platform.supervisor.restart_service("bigquery", down_for=30)
     assert len(traffic.valid) >= 300
@@ -44,7 +45,7 @@ def test_bigquery_emulator_stopped_for_30_seconds(platform: LocalStack) -> None:
 def test_pubsub_emulator_restarted(platform: LocalStack) -> None:
     # The emulator saves its state on SIGTERM and loads it on start; what the bridge could not publish
     # while it was down, SNS delivers again (5xx are retried 20 s apart).
-    with SteadyTraffic(platform, run_id("pubsub-restarted")) as traffic:
+    with SteadyTraffic(platform, run_id("pubsub-restarted"), poison_every=20) as traffic:
         time.sleep(3)
         platform.supervisor.restart_service("pubsub", down_for=2)
         time.sleep(3)
