@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -47,8 +48,7 @@ LATENCIES = "SELECT sns_message_id, loaded_at FROM `ops.user_events` WHERE event
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
-    rank = max(1, round(q / 100 * len(sorted_values) + 0.5 - 1e-9))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+    return sorted_values[max(1, math.ceil(q / 100 * len(sorted_values))) - 1]
 
 
 def run_locust(stack: LocalStack, run_id: str, options: argparse.Namespace, published_file: Path) -> int:
