@@ -7,7 +7,8 @@ In one run, bounded to well under 90 s:
     a pull subscription that retains every message) and a tiny HTTP server playing the SNS
     certificate host (``SNS_CERT_BASE_URL``), serving the test signer's certificate;
   * subprocesses, same server configuration: ``functions-framework --target sns_to_pubsub`` (gunicorn,
-    the framework's defaults; WORKERS/THREADS from the environment are honoured for both) and a
+    THREADS as deployed, the bridge's concurrency in resources.json, unless WORKERS/THREADS are set in
+    the environment; the same for both) and a
     trivial functions-framework HTTP function (``bench/trivial_function``) as the baseline;
   * N notifications signed before timing (fresh timestamps, SignatureVersion 2), sent with SNS's
     headers over keep-alive connections: (a) closed loop, ``--concurrency`` senders, for requests/s
@@ -50,6 +51,7 @@ from report import record  # bench/report.py: scripts run with bench/ on sys.pat
 
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
+from jupiter_data.resources import load_resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # tests/ is not an installed package
@@ -548,6 +550,9 @@ def run() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="open-loop seconds")
     args = parser.parse_args()
     deadline = time.monotonic() + BUDGET_SECONDS
+    # As deployed: THREADS = the bridge's concurrency in resources.json (Terraform sets both).
+    bridge = next(f for f in load_resources().functions if f.name == "sns_to_pubsub")
+    os.environ.setdefault("THREADS", str(bridge.concurrency))
 
     print(machine())
     print(f"server: {gunicorn_config()}; same for both endpoints")
