@@ -169,11 +169,13 @@ def _run(state_dir: Path, free_ports: bool) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    if "sync_amplitude" in stack.function_urls():
-        day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-        stack.trigger_amplitude_sync({"day": day})
-        print(f"asked sync_amplitude to sync {day} from the local Amplitude (published to daily-runs)")
+    # From here on the stack runs: whatever happens, including a signal during the first sync request,
+    # the finally below stops it (a signal outside this try left every service orphaned).
     try:
+        if "sync_amplitude" in stack.function_urls():
+            day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+            stack.trigger_amplitude_sync({"day": day})
+            print(f"asked sync_amplitude to sync {day} from the local Amplitude (published to daily-runs)")
         print(_banner(stack), flush=True)
         while not (dead := stack.supervisor.dead_services()):
             time.sleep(0.5)
