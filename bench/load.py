@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -28,6 +27,7 @@ import uuid
 from pathlib import Path
 
 from machine import machine
+from report import percentile
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, subscriber_client
@@ -44,11 +44,6 @@ RAW_COUNTS = (
     "FROM `ops.all_user_events` WHERE event_type = @run"
 )
 LATENCIES = "SELECT sns_message_id, loaded_at FROM `ops.user_events` WHERE event_type = @run"
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    return sorted_values[max(1, math.ceil(q / 100 * len(sorted_values))) - 1]
 
 
 def run_locust(stack: LocalStack, run_id: str, options: argparse.Namespace, published_file: Path) -> int:
@@ -178,7 +173,7 @@ def main() -> int:
           f"{raw['rows_']} rows ({copies} redelivered copies, which the view hides)")  # fmt: skip
     print(f"  drained        {drain:.1f}s after the last publish")
     if latencies:
-        figures = ", ".join(f"p{q:g} {percentile(latencies, q):.0f} ms" for q in (50, 90, 95, 99))
+        figures = ", ".join(f"p{q:g} {percentile(latencies, q / 100):.0f} ms" for q in (50, 90, 95, 99))
         print(f"  latency        publish → loaded_at: {figures}, max {latencies[-1]:.0f} ms")
     print()
     for label, ok in checks:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
-from report import record  # bench/report.py: scripts run with bench/ on sys.path
+from report import percentile, record  # bench/report.py: scripts run with bench/ on sys.path
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
@@ -288,13 +288,6 @@ class Phase:
             f"{len(self.checkpoints)} checkpoint(s); {slow} of {len(self.calls)} insert requests took "
             f"> {SLOW_CALL * 1000:.0f} ms, {spanning} of them spanning a checkpoint"
         )
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def drive(

@@ -40,6 +40,14 @@ ENV = "BENCH_RESULTS"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, ``q`` a fraction (0.99); NaN when there are no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 

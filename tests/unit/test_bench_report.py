@@ -247,3 +247,11 @@ def test_write_with_no_results_file_reports_every_bench_as_not_run(
         ("b", "**DID NOT RUN**: no exit status recorded"),
     ]
     assert "- run: no benchmark ran" in out.read_text()
+
+
+def test_percentile_is_nearest_rank_whatever_the_order() -> None:
+    values = [float(v) for v in range(100, 0, -1)]  # 100 .. 1, unsorted on purpose
+    assert [report.percentile(values, q) for q in (0.5, 0.9, 0.99, 1.0)] == [50.0, 90.0, 99.0, 100.0]
+    assert report.percentile([7.0], 0.5) == 7.0
+    assert report.percentile([1.0, 2.0, 3.0, 4.0], 0.95) == 4.0  # ceil(3.8) = 4th value
+    assert report.percentile([], 0.5) != report.percentile([], 0.5)  # NaN for no values
