@@ -30,9 +30,9 @@ from machine import machine
 from report import percentile
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
-from jupiter_data.adapters.clients import bigquery_client, subscriber_client
+from jupiter_data.adapters.clients import bigquery_client
 from jupiter_data.local.stack import REPO_ROOT, SNS_TOPIC_ARN, LocalStack, StackPorts
-from jupiter_data.resources import load_resources
+from jupiter_data.local.tap import drain_dead_letters
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 VIEW_COUNTS = (
@@ -81,14 +81,7 @@ def bridge_acks(stack: LocalStack, ids: set[str]) -> tuple[int, int]:
 def dead_letters(stack: LocalStack, warehouse: BigQueryWarehouse) -> tuple[int, int]:
     """(rows in the dead-letter table, messages on the Pub/Sub dead-letter topic) of this private stack."""
     (table,) = warehouse.query("SELECT COUNT(*) AS n FROM `ops.all_user_events_dead_letter`")
-    settings = stack.settings()
-    subscriber = subscriber_client(settings)
-    hold = load_resources().topics["sns-events-dead-letter"]["hold_subscription"]
-    response = subscriber.pull(
-        request={"subscription": subscriber.subscription_path(settings.project, hold), "max_messages": 1000},
-        timeout=10,
-    )
-    return int(table["n"]), len(response.received_messages)
+    return int(table["n"]), len(drain_dead_letters(stack.settings(), "sns-events"))
 
 
 def wait_for_drain(warehouse: BigQueryWarehouse, run_id: str, expected: int, timeout: float) -> float:

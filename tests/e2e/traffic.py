@@ -9,9 +9,9 @@ from types import TracebackType
 from typing import Any
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
-from jupiter_data.adapters.clients import bigquery_client, subscriber_client
+from jupiter_data.adapters.clients import bigquery_client
 from jupiter_data.local.stack import SNS_TOPIC_ARN, LocalStack
-from jupiter_data.resources import load_resources
+from jupiter_data.local.tap import drain_dead_letters
 
 # Invalid messages as producers get them wrong, each with the reason the loader must give.
 POISON = [
@@ -107,20 +107,6 @@ def wait_until_settled(
         time.sleep(1)
 
 
-def pubsub_dead_letters(platform: LocalStack) -> list[Any]:
-    """Drains the sns-events dead-letter hold subscription: messages Pub/Sub gave up pushing."""
-    settings = platform.settings()
-    subscriber = subscriber_client(settings)
-    hold = load_resources().topics["sns-events-dead-letter"]["hold_subscription"]
-    path = subscriber.subscription_path(settings.project, hold)
-    response = subscriber.pull(request={"subscription": path, "max_messages": 1000}, timeout=10)
-    if response.received_messages:
-        subscriber.acknowledge(
-            request={"subscription": path, "ack_ids": [m.ack_id for m in response.received_messages]}
-        )
-    return [m.message for m in response.received_messages]
-
-
 def assert_exactly_once(
     platform: LocalStack, run: str, valid: list[str], poison: dict[str, str], timeout: float = 120
 ) -> None:
@@ -133,5 +119,6 @@ def assert_exactly_once(
     reasons = {d["sns_message_id"]: d["error_type"] for d in dead}
     assert reasons == poison, "every invalid message is dead-lettered, with its reason"
     ours = set(valid) | set(poison)
-    stuck = [m for m in pubsub_dead_letters(platform) if m.attributes.get("sns_message_id") in ours]
+    held = drain_dead_letters(platform.settings(), "sns-events")
+    stuck = [m for m in held if m.attributes.get("sns_message_id") in ours]
     assert not stuck, f"{len(stuck)} messages of this run reached the Pub/Sub dead-letter topic"

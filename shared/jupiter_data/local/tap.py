@@ -1,4 +1,5 @@
-"""A temporary pull subscription that collects what arrives on a topic. Dev and tests only."""
+"""Pulling what arrives on a topic: a temporary tap, or a dead-letter topic's hold subscription.
+Dev and tests only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from jupiter_data.adapters.clients import subscriber_client
+from jupiter_data.resources import load_resources
 from jupiter_data.settings import Settings
 
 
@@ -46,3 +48,18 @@ class TopicTap:
                 )
             received.extend(m.message for m in response.received_messages)
         return received
+
+
+def drain_dead_letters(settings: Settings, topic: str) -> list[Any]:
+    """Pull and acknowledge (up to 1,000) what Pub/Sub gave up pushing for ``topic``: the messages held
+    by its dead-letter topic's hold subscription (resources.json)."""
+    dead_letter_topic = load_resources().topics[topic]["dead_letter_topic"]
+    hold = load_resources().topics[dead_letter_topic]["hold_subscription"]
+    subscriber = subscriber_client(settings)
+    path = subscriber.subscription_path(settings.project, hold)
+    response = subscriber.pull(request={"subscription": path, "max_messages": 1000}, timeout=10)
+    if response.received_messages:
+        subscriber.acknowledge(
+            request={"subscription": path, "ack_ids": [m.ack_id for m in response.received_messages]}
+        )
+    return [m.message for m in response.received_messages]
