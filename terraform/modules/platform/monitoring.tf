@@ -27,6 +27,27 @@ resource "google_logging_metric" "failed_syncs" {
   }
 }
 
+# Messages the loader could never load: each is a row in ops.all_user_events_dead_letter and one log
+# line "dead-lettered message: <reason>" with the error_type field (services/loader.py; a test matches
+# this filter against the line the code writes). Matched on the message, not the severity.
+resource "google_logging_metric" "dead_lettered_messages" {
+  project = var.project_id
+  name    = "jupiter-loader-dead-lettered"
+  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"pubsub-to-bigquery\" AND jsonPayload.message=~\"^dead-lettered message: \""
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    labels {
+      key         = "error_type"
+      value_type  = "STRING"
+      description = "Why the message can never load (invalid_json, schema_violation, too_old, ...)"
+    }
+  }
+  label_extractors = {
+    error_type = "EXTRACT(jsonPayload.error_type)"
+  }
+}
+
 resource "google_monitoring_alert_policy" "function_errors" {
   project               = var.project_id
   display_name          = "jupiter-data: function errors (${var.environment})"
@@ -84,5 +105,31 @@ resource "google_monitoring_alert_policy" "failed_syncs" {
         per_series_aligner = "ALIGN_SUM"
       }
     }
+  }
+}
+
+resource "google_monitoring_alert_policy" "dead_lettered_messages" {
+  project               = var.project_id
+  display_name          = "jupiter-data: messages dead-lettered by the loader (${var.environment})"
+  combiner              = "OR"
+  notification_channels = var.alert_notification_channels
+  conditions {
+    display_name = "a message went to ops.all_user_events_dead_letter"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.dead_lettered_messages.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.error_type"]
+      }
+    }
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Runbook: docs/operations.md, \"jupiter-data: messages dead-lettered by the loader\". The rows are in ops.all_user_events_dead_letter, by error_type."
   }
 }
