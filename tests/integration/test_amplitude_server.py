@@ -20,9 +20,10 @@ import orjson
 import pytest
 import requests
 
-from jupiter_data.local.amplitude_data import ALWAYS_PRESENT, ExportSpec
+from jupiter_data.local.amplitude_data import ALWAYS_PRESENT, ExportSpec, parse_export_hour
 from jupiter_data.local.amplitude_server import AmplitudeExportServer
 from jupiter_data.local.supervisor import free_port
+from tests.fakes import FakeClock
 
 AUTH = ("test-api-key", "test-secret-key")
 EVENTS_PER_HOUR = 40
@@ -341,6 +342,33 @@ def test_malformed_lines_are_injected_at_the_stated_rate() -> None:
     assert len(bad) == hours * round(EVENTS_PER_HOUR * rate) == expected["malformed"]
     assert len(lines) - len(bad) == hours * EVENTS_PER_HOUR == expected["events"]
     assert expected["events_per_day"] == {"2024-03-10": 2 * EVENTS_PER_HOUR, "2024-03-11": EVENTS_PER_HOUR}
+
+
+def test_hours_that_are_not_over_yet_have_no_data() -> None:
+    clock = FakeClock(datetime(2024, 3, 1, 12, 30, tzinfo=UTC))  # 12:00-12:59 is the hour in progress
+    with AmplitudeExportServer(
+        api_key=AUTH[0], secret_key=AUTH[1], events_per_hour=EVENTS_PER_HOUR, seed=123, clock=clock
+    ) as running:
+        morning = ExportSpec(events_per_hour=EVENTS_PER_HOUR, seed=123).expected(
+            datetime(2024, 3, 1, 0, tzinfo=UTC), datetime(2024, 3, 1, 11, tzinfo=UTC)
+        )
+        day = export(running, "20240301T00", "20240301T23")
+        assert day.status_code == 200, day.text
+        assert sorted(members(day.content)) == sorted(morning.member_names), "hours 0-11 only"
+        assert running.expected(DAY, datetime(2024, 3, 1, 23, tzinfo=UTC)).events == morning.events
+        admin = requests.get(
+            f"{running.url}/admin/expected", params={"start": "20240301T00", "end": "20240301T23"}, timeout=10
+        ).json()
+        assert admin["events"] == morning.events
+        for start, end in (("20240301T12", "20240301T23"), ("20240302T00", "20240302T05")):
+            assert export(running, start, end).status_code == 404, (start, end)
+            assert running.expected(*map(parse_export_hour, (start, end))).events == 0
+
+        clock.advance(minutes=30)  # 13:00: the twelfth hour is over
+        noon = export(running, "20240301T12", "20240301T23")
+        assert noon.status_code == 200
+        hours = {MEMBER.match(name)["hour"] for name in members(noon.content)}  # type: ignore[index]
+        assert hours == {"12"}
 
 
 def test_admin_config_changes_what_is_served(server: AmplitudeExportServer) -> None:

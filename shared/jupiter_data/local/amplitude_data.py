@@ -18,7 +18,8 @@ What the lines look like:
   has (:data:`ALWAYS_PRESENT`); ``user_id`` null on about 10 % of lines (anonymous users);
 * timestamps ``2020-11-24 09:59:55.977000`` and, on about 8 % of them, ``2020-11-24 09:59:55``;
 * property bags nested 2-3 levels, with arrays, empty objects, nulls, non-Latin scripts, emoji,
-  escapes, U+2028 inside strings (a ``str.splitlines`` trap), integers beyond 2**53;
+  escapes, U+2028 inside strings (a ``str.splitlines`` trap), integers beyond 2**53; with
+  ``property_bags=False`` every bag is null (events without property rows);
 * late events: ``late_fraction`` (5 %) of an hour's events happened on the previous UTC day; every
   other event's ``event_time`` is on the upload day. ``server_upload_time`` is always inside the hour;
 * optionally malformed lines at ``malformed_rate`` (per good event): text that is not JSON, cut-off
@@ -54,6 +55,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from jupiter_data.domain.amplitude import PROPERTY_TYPES
 
 DEFAULT_APP_ID = 187520
 HOUR = timedelta(hours=1)
@@ -206,6 +209,7 @@ class ExportSpec:
     empty_days: frozenset[date] = frozenset()
     empty_hours: frozenset[datetime] = frozenset()  # aware UTC hour starts
     compresslevel: int = 6
+    property_bags: bool = True  # False: every bag null, so an export of events without property rows
 
     def __post_init__(self) -> None:
         if self.events_per_hour < 0:
@@ -775,6 +779,7 @@ class _HourGenerator:
         self.rand = self.rng.random
         self.users = _population(spec.seed, spec.app_id)
         self.hour_us = _epoch_us(plan.hour)
+        self.property_bags = spec.property_bags
         self.day_start_us = self.hour_us - self.hour_us % _US_PER_DAY
 
     def lines(self) -> Iterator[bytes]:
@@ -839,6 +844,8 @@ class _HourGenerator:
                     event[key] = None
                 else:
                     del event[key]
+        if not self.property_bags:  # after every draw, so the rest of the line is the same
+            event.update((key, None) for key in PROPERTY_TYPES if key in event)
         return event
 
     def _malformed(self, index: int) -> bytes:

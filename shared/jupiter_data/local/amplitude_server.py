@@ -3,7 +3,9 @@
 Answers like the real API: HTTP basic auth (API key : secret key) else 401; ``start``/``end`` as
 ``YYYYMMDDTHH`` (both hours inclusive) else 400; a window longer than ``max_window_hours`` → 400 as the
 real "over 4 GB" answer (the caller must split it); a window whose hours are all empty → 404; otherwise
-200 with the zip (see :mod:`jupiter_data.local.amplitude_data`). The zip is generated once per window
+200 with the zip (see :mod:`jupiter_data.local.amplitude_data`). An hour has data only once it is over
+by the server's clock (injectable), so today's later hours and any future day answer 404, as Amplitude
+does; a window reaching past now holds only the hours that are over. The zip is generated once per window
 into a temporary file and sent in chunks with a Content-Length, so memory stays flat at any size.
 
 Faults on demand, for the next N export requests (after authentication): any status (429 carries
@@ -17,7 +19,7 @@ connection part-way through the advertised body, or a delay before answering. Fr
     GET    /admin/requests  (DELETE to reset)  every export request: window, status, fault, bytes
     GET    /admin/expected?start=…&end=…     the counts an export of that window holds
     POST   /admin/config    {"events_per_hour": …, "seed": …, "malformed_rate": …, "empty_days": […],
-                             "empty_hours": ["YYYYMMDDTHH", …], "max_window_hours": …}
+                             "empty_hours": ["YYYYMMDDTHH", …], "max_window_hours": …, "property_bags": …}
     GET    /healthz
 
     python -m jupiter_data.local.amplitude_server --port 8090 [--events-per-hour N] [--empty-day D]
@@ -52,10 +54,11 @@ from jupiter_data.local.amplitude_data import (
     HOUR,
     ExportSpec,
     ExportStats,
+    as_hour,
     format_export_hour,
-    hours_between,
     parse_export_hour,
 )
+from jupiter_data.ports import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,7 @@ class AmplitudeExportServer:
         max_window_hours: int = 24,
         spec: ExportSpec | None = None,
         cache_windows: int = 8,
+        clock: Clock | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.api_key, self.secret_key = api_key, secret_key
@@ -151,6 +155,7 @@ class AmplitudeExportServer:
         )
         self.max_window_hours = max_window_hours
         self.cache_windows = cache_windows
+        self.clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._faults: deque[list[Any]] = deque()  # [Fault, remaining]
         self._requests: list[RequestRecord] = []
@@ -263,9 +268,18 @@ class AmplitudeExportServer:
             if changes:
                 self.spec = self.spec.with_options(**changes)
 
+    def available(self, start: datetime | date, end: datetime | date) -> tuple[datetime, datetime] | None:
+        """The part of ``start``..``end`` whose hours are over by the clock (None: not one of them yet)."""
+        first, last = as_hour(start), as_hour(end)
+        newest = as_hour(self.clock.now()) - HOUR
+        return (first, min(last, newest)) if first <= newest else None
+
     def expected(self, start: datetime | date, end: datetime | date) -> ExportStats:
-        """The counts an export of ``start``..``end`` holds, without generating it."""
-        return self.spec.expected(start, end)
+        """The counts an export of ``start``..``end`` holds now, without generating it."""
+        window = self.available(start, end)
+        if window is None:
+            return ExportStats(as_hour(start), as_hour(end))
+        return self.spec.expected(*window)
 
     def prepare(self, start: datetime | date, end: datetime | date) -> ExportStats:
         """Generate (and cache) the zip of a window now, so a later request answers at once.
@@ -273,10 +287,12 @@ class AmplitudeExportServer:
         A large uncached window takes a while before its first byte (about 20 s for 500k events),
         as the real API does; benchmarks call this first to time only the download.
         """
-        hours = hours_between(start, end)
+        window = self.available(start, end)
+        if window is None:
+            return ExportStats(as_hour(start), as_hour(end))
         with self._lock:
             spec = self.spec
-        return self._export_file(spec, hours[0], hours[-1])[1]
+        return self._export_file(spec, *window)[1]
 
     # ------------------------------------------------------------------------------------ internals
 
@@ -459,12 +475,13 @@ class _Handler(BaseHTTPRequestHandler):
             record(400, fault)
             self._send(400, f"{TOO_LARGE_MESSAGE}\n".encode(), "text/plain")
             return
-        if not any(spec.plan_hour(hour).lines for hour in hours_between(first, last)):
+        window = app.available(first, last)
+        if window is None or not spec.has_data(*window):
             record(404, fault)
             self._send(404, b"No data available for the requested time range\n", "text/plain")
             return
         try:
-            path, _ = app._export_file(spec, first, last)
+            path, _ = app._export_file(spec, *window)
         except Exception:
             log.exception("could not generate the export %s..%s", start_text, end_text)
             record(500, fault)
@@ -550,7 +567,7 @@ def _one(query: dict[str, list[str]], name: str) -> str | None:
 
 def _config_changes(body: dict[str, Any]) -> dict[str, Any]:
     allowed = {"events_per_hour", "seed", "malformed_rate", "late_fraction", "empty_days", "empty_hours"}
-    allowed |= {"max_window_hours", "compresslevel", "app_id"}
+    allowed |= {"max_window_hours", "compresslevel", "app_id", "property_bags"}
     unknown = set(body) - allowed
     if unknown:
         raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -572,6 +589,7 @@ def _spec_json(spec: ExportSpec) -> dict[str, Any]:
         "empty_days": sorted(d.isoformat() for d in spec.empty_days),
         "empty_hours": sorted(format_export_hour(h) for h in spec.empty_hours),
         "compresslevel": spec.compresslevel,
+        "property_bags": spec.property_bags,
     }
 
 
