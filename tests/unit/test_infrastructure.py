@@ -235,6 +235,96 @@ def test_topic_names_match_the_codes_defaults() -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------------- access
+
+
+def test_datasets_have_explicit_access_without_the_projects_viewers_and_editors() -> None:
+    datasets = resource(PLATFORM / "bigquery.tf", "google_bigquery_dataset", "datasets")
+    assert datasets["access"] == [{"role": ["OWNER"], "special_group": ["projectOwners"]}]
+    for dynamic in datasets["dynamic"]:
+        (content,) = dynamic["access"]["content"]
+        assert "special_group" not in content and attr(content, "role") in ("${access.value.role}", "READER")
+    all_terraform = "\n".join(p.read_text() for p in TERRAFORM.rglob("*.tf"))
+    # Dataset IAM resources and dataset_access rewrite the same ACL: they would fight the access blocks.
+    assert not re.search(r'resource "google_bigquery_dataset_(iam_\w+|access)"', all_terraform)
+
+
+def table_grants() -> str:
+    text = (PLATFORM / "bigquery.tf").read_text()
+    start = text.index("table_grants = merge(")
+    return text[start : text.index('resource "google_bigquery_table_iam_member"', start)]
+
+
+def test_each_function_writes_only_what_it_loads_and_sync_amplitude_only_its_ops_ledger() -> None:
+    from jupiter_data.services.amplitude_sync import LEDGER_TABLE
+
+    access = platform_locals()["dataset_access"]
+    writers = {
+        dataset: {grant["function"] for grant in grants.values() if grant["role"] == "WRITER"}
+        for dataset, grants in access.items()
+    }
+    assert writers == {"ops": {"pubsub_to_bigquery"}, "amplitude": {"sync_amplitude"}}
+    roles = {grant["role"] for grants in access.values() for grant in grants.values()}
+    assert roles == {"READER", "WRITER"}
+    ledger = re.search(r'"sync-runs-ledger" = \{([^}]*)\}', table_grants())
+    assert ledger and f'table  = "{LEDGER_TABLE}"' in ledger.group(1)
+    assert 'module.functions["sync_amplitude"]' in ledger.group(1)
+
+
+def test_analysts_read_the_view_and_amplitude_never_the_dead_letter_tables() -> None:
+    analyst_tables = set(
+        re.findall(r'"analyst-[a-z]+-\$\{member\}"\s*=\s*\{\s*table\s*=\s*"([^"]+)"', table_grants())
+    )
+    assert analyst_tables == {"ops.user_events", "ops.all_user_events"}, "the view and the table it reads"
+    assert "ops.user_events" in {view.table_id for view in load_resources().views}
+    datasets = resource(PLATFORM / "bigquery.tf", "google_bigquery_dataset", "datasets")
+    (analysts,) = [d["access"] for d in datasets["dynamic"] if "analysts" in attr(d["access"], "for_each")]
+    assert attr(analysts, "for_each") == '${each.key == "amplitude" ? local.analysts : {}}'
+    for root in ROOTS:
+        assert attr(hcl(TERRAFORM / "environments" / root / "terraform.tfvars"), "analyst_readers"), root
+
+
+def test_dead_letter_partitions_expire_after_the_documented_default_of_400_days() -> None:
+    text = (PLATFORM / "bigquery.tf").read_text()
+    expiry = 'strcontains(each.key, "_dead_letter") ? var.dead_letter_retention_days * 86400000 : null'
+    assert f"expiration_ms = {expiry}" in text
+    (variable,) = [v for v in hcl(PLATFORM / "variables.tf")["variable"] if "dead_letter_retention_days" in v]
+    assert attr(variable["dead_letter_retention_days"], "default") == 400
+    dead_letter_tables = {t.table_id for t in load_resources().tables if "_dead_letter" in t.table_id}
+    assert dead_letter_tables == {
+        "ops.all_user_events_dead_letter",
+        "ops.all_user_events_dead_letter_replays",
+    }
+    assert re.search(r"default\s+400 days", (REPO / "docs" / "operations.md").read_text())
+
+
+def production_plan(tmp_path: Path, channels: str) -> Any:
+    """Plan production's variables alone (no provider needed): their validation runs on the values."""
+    root = TERRAFORM / "environments" / "production"
+    for name in ("variables.tf", "terraform.tfvars"):
+        shutil.copy(root / name, tmp_path / name)
+    command = TerraformCommand(str(tmp_path))
+    assert command.init(check=False).retcode == 0
+    return command.plan(check=False, vars={"alert_notification_channels": channels})
+
+
+def test_production_refuses_an_empty_list_of_alert_channels(tmp_path: Path) -> None:
+    refused = production_plan(tmp_path, "[]")
+    assert refused.retcode != 0
+    assert "at least one alert notification channel" in json.dumps(refused.value)
+    accepted = production_plan(tmp_path, '["projects/p/notificationChannels/1"]')
+    assert accepted.retcode == 0, accepted.value
+    production = hcl(TERRAFORM / "environments" / "production" / "terraform.tfvars")
+    assert attr(production, "alert_notification_channels"), "the committed production values must pass"
+
+
+def test_the_bridge_accepts_sns_retries_for_two_hours() -> None:
+    """SNS retries for up to an hour and event ids are stable, so a late retry is safe to accept."""
+    age = platform_locals()["function_settings"]["sns_to_pubsub"]["env"]["SNS_MAX_MESSAGE_AGE"]
+    env = {"GOOGLE_CLOUD_PROJECT": "p", "SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN, "SNS_MAX_MESSAGE_AGE": age}
+    assert code_settings.BridgeSettings.from_env(env).max_message_age == timedelta(hours=2)
+
+
 # ------------------------------------------------------------------------------------------ monitoring
 
 

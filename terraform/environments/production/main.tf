@@ -9,6 +9,7 @@ module "platform" {
   sns_allowed_topic_arns      = var.sns_allowed_topic_arns
   amplitude_api_base_url      = var.amplitude_api_base_url
   analyst_invokers            = var.analyst_invokers
+  analyst_readers             = var.analyst_readers
   alert_notification_channels = var.alert_notification_channels
 }
 

@@ -34,7 +34,17 @@ variable "analyst_invokers" {
   description = "Who may call fetch_from_bigquery (groups and service accounts)."
 }
 
+variable "analyst_readers" {
+  type        = set(string)
+  description = "Who may query BigQuery directly (the amplitude dataset and the ops.user_events view)."
+}
+
 variable "alert_notification_channels" {
   type        = list(string)
-  description = "Monitoring notification channels for the alerts."
+  description = "Monitoring notification channels for the alerts: at least one in production."
+
+  validation {
+    condition     = length(var.alert_notification_channels) > 0
+    error_message = "production needs at least one alert notification channel (projects/<project>/notificationChannels/<id>): an alert nobody receives is no alert."
+  }
 }

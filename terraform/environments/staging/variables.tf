@@ -34,6 +34,11 @@ variable "analyst_invokers" {
   description = "Who may call fetch_from_bigquery (groups and service accounts)."
 }
 
+variable "analyst_readers" {
+  type        = set(string)
+  description = "Who may query BigQuery directly (the amplitude dataset and the ops.user_events view)."
+}
+
 variable "alert_notification_channels" {
   type        = list(string)
   description = "Monitoring notification channels for the alerts."

@@ -1,3 +1,6 @@
+# Explicit, authoritative access: without it BigQuery grants the project's Viewers and Editors
+# (projectReaders, projectWriters) every table, dead-letter payloads included. Project-level BigQuery
+# roles (the deployer's bigquery.admin) still apply; table-level grants are below.
 resource "google_bigquery_dataset" "datasets" {
   # checkov:skip=CKV_GCP_81:Google-managed encryption for now; CMEK needs a KMS key per location and service-agent grants (follow-up)
   for_each    = local.resources.bigquery.datasets
@@ -7,6 +10,29 @@ resource "google_bigquery_dataset" "datasets" {
   description = each.value.description
   labels      = local.labels
 
+  access {
+    role          = "OWNER"
+    special_group = "projectOwners"
+  }
+
+  dynamic "access" {
+    for_each = local.dataset_access[each.key]
+    content {
+      role          = access.value.role
+      user_by_email = module.functions[access.value.function].service_account_email
+    }
+  }
+
+  # Analysts read whole datasets only where nothing in them is raw or private (amplitude); in ops they
+  # get the view (table-level grants below).
+  dynamic "access" {
+    for_each = each.key == "amplitude" ? local.analysts : {}
+    content {
+      role           = "READER"
+      group_by_email = access.value.type == "group" ? access.value.email : null
+      user_by_email  = access.value.type != "group" ? access.value.email : null
+    }
+  }
 }
 
 # Tables from the same schema files the code loads and validates with.
@@ -25,6 +51,8 @@ resource "google_bigquery_table" "tables" {
   time_partitioning {
     type  = "DAY"
     field = each.value.partition_field
+    # Dead letters hold raw payloads: kept long enough to replay, not forever (docs/operations.md).
+    expiration_ms = strcontains(each.key, "_dead_letter") ? var.dead_letter_retention_days * 86400000 : null
   }
 
 }
@@ -47,21 +75,51 @@ resource "google_bigquery_table" "views" {
   depends_on = [google_bigquery_table.tables]
 }
 
-# Writers and readers, per dataset: nothing project-wide beyond running jobs.
+# Who writes and reads each dataset (legacy role names: the API answers with them, so no diff).
 locals {
-  dataset_grants = {
-    "loader-ops"           = { dataset = "ops", role = "roles/bigquery.dataEditor", fn = "pubsub_to_bigquery" }
-    "sync-amplitude"       = { dataset = "amplitude", role = "roles/bigquery.dataEditor", fn = "sync_amplitude" }
-    "sync-ops-ledger"      = { dataset = "ops", role = "roles/bigquery.dataEditor", fn = "sync_amplitude" }
-    "fetch-ops-read"       = { dataset = "ops", role = "roles/bigquery.dataViewer", fn = "fetch_from_bigquery" }
-    "fetch-amplitude-read" = { dataset = "amplitude", role = "roles/bigquery.dataViewer", fn = "fetch_from_bigquery" }
+  dataset_access = {
+    ops = {
+      "loader-write" = { role = "WRITER", function = "pubsub_to_bigquery" }
+      "fetch-read"   = { role = "READER", function = "fetch_from_bigquery" }
+    }
+    amplitude = {
+      "sync-write" = { role = "WRITER", function = "sync_amplitude" }
+      "fetch-read" = { role = "READER", function = "fetch_from_bigquery" }
+    }
   }
+  analysts = {
+    for member in var.analyst_readers : member => {
+      type  = split(":", member)[0]
+      email = split(":", member)[1]
+    }
+  }
+  # Table-level grants in ops: the sync's run ledger, and the view analysts query. The view is not an
+  # authorized view (that needs it in a dataset of its own), so its readers also read the table it
+  # selects from; never the dead-letter tables.
+  table_grants = merge(
+    {
+      "sync-runs-ledger" = {
+        table  = "ops.sync_runs"
+        role   = "roles/bigquery.dataEditor"
+        member = "serviceAccount:${module.functions["sync_amplitude"].service_account_email}"
+      }
+    },
+    merge([
+      for member in var.analyst_readers : {
+        "analyst-view-${member}"  = { table = "ops.user_events", role = "roles/bigquery.dataViewer", member = member }
+        "analyst-table-${member}" = { table = "ops.all_user_events", role = "roles/bigquery.dataViewer", member = member }
+      }
+    ]...),
+  )
 }
 
-resource "google_bigquery_dataset_iam_member" "functions" {
-  for_each   = local.dataset_grants
+resource "google_bigquery_table_iam_member" "tables" {
+  for_each   = local.table_grants
   project    = var.project_id
-  dataset_id = google_bigquery_dataset.datasets[each.value.dataset].dataset_id
+  dataset_id = split(".", each.value.table)[0]
+  table_id   = split(".", each.value.table)[1]
   role       = each.value.role
-  member     = "serviceAccount:${module.functions[each.value.fn].service_account_email}"
+  member     = each.value.member
+
+  depends_on = [google_bigquery_table.tables, google_bigquery_table.views]
 }

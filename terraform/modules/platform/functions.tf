@@ -6,7 +6,7 @@ locals {
     sns_to_pubsub = {
       env = {
         SNS_ALLOWED_TOPIC_ARNS = join(",", var.sns_allowed_topic_arns)
-        SNS_MAX_MESSAGE_AGE    = "1h"
+        SNS_MAX_MESSAGE_AGE    = "2h" # SNS retries for up to an hour; event ids are stable
         SNS_EVENTS_TOPIC       = "sns-events"
       }
       secrets = {}

@@ -43,6 +43,27 @@ variable "analyst_invokers" {
   description = "Members allowed to call fetch_from_bigquery, e.g. group:analysts@example.com, serviceAccount:..."
 }
 
+variable "analyst_readers" {
+  type        = set(string)
+  description = "Who may query BigQuery directly: the amplitude dataset and the ops.user_events view, never the dead-letter tables. group:, user: or serviceAccount: members."
+
+  validation {
+    condition     = alltrue([for m in var.analyst_readers : can(regex("^(group|user|serviceAccount):[^:@]+@[^:@]+$", m))])
+    error_message = "analyst_readers: each member is group:<email>, user:<email> or serviceAccount:<email>."
+  }
+}
+
+variable "dead_letter_retention_days" {
+  type        = number
+  description = "Days a dead-letter table partition (raw payloads) is kept before BigQuery deletes it."
+  default     = 400
+
+  validation {
+    condition     = var.dead_letter_retention_days >= 30
+    error_message = "dead_letter_retention_days: at least 30, to leave time to replay."
+  }
+}
+
 variable "alert_notification_channels" {
   type        = list(string)
   description = "Monitoring notification channel ids that receive the alerts."
