@@ -18,11 +18,19 @@ from cryptography.x509.oid import NameOID
 from jupiter_data.domain.sns import string_to_sign
 
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
-CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000000000000000000000.pem"
+CERT_NAME = "SimpleNotificationService-0000000000000000000000.pem"
+CERT_URL = f"https://sns.us-east-1.amazonaws.com/{CERT_NAME}"
 SUBSCRIBE_URL = (
     "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn="
     "arn:aws:sns:us-east-1:123456789012:user-events&Token=2336412f37"
 )
+
+
+def cert_url_for(topic_arn: str) -> str:
+    """The SigningCertURL SNS uses for a topic: on the SNS host of the topic's region."""
+    region = topic_arn.split(":")[3]
+    suffix = ".cn" if region.startswith("cn-") else ""
+    return f"https://sns.{region}.amazonaws.com{suffix}/{CERT_NAME}"
 
 
 def make_certificate(
@@ -64,7 +72,7 @@ class Signer:
         topic_arn: str = TOPIC_ARN,
         timestamp: datetime | None = None,
         version: str = "2",
-        cert_url: str = CERT_URL,
+        cert_url: str | None = None,
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "Type": "Notification",
@@ -72,7 +80,7 @@ class Signer:
             "TopicArn": topic_arn,
             "Message": message,
             "Timestamp": _iso(timestamp),
-            "SigningCertURL": cert_url,
+            "SigningCertURL": cert_url or cert_url_for(topic_arn),
             "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x",
         }
         if subject is not None:
@@ -96,7 +104,7 @@ class Signer:
             "Message": f"You have chosen to subscribe to the topic {topic_arn}.",
             "SubscribeURL": subscribe_url,
             "Timestamp": _iso(timestamp),
-            "SigningCertURL": CERT_URL,
+            "SigningCertURL": cert_url_for(topic_arn),
         }
         return self.sign(fields, version)
 

@@ -20,14 +20,24 @@ from hypothesis import strategies as st
 from jupiter_data.domain import sns
 from jupiter_data.logs import JsonFormatter
 from jupiter_data.ports import PermanentError, TransientError
-from jupiter_data.services.bridge import RAW_DELIVERY_HINT, Bridge, Reply
+from jupiter_data.services.bridge import RAW_DELIVERY_HINT, Bridge, CertificateCache, Reply
 from jupiter_data.settings import BridgeSettings
 from tests.fakes import FakeClock, FakePublisher
-from tests.sns_signing import CERT_URL, SUBSCRIBE_URL, TOPIC_ARN, Signer, body, make_certificate
+from tests.sns_signing import (
+    CERT_URL,
+    SUBSCRIBE_URL,
+    TOPIC_ARN,
+    Signer,
+    body,
+    cert_url_for,
+    make_certificate,
+)
 from tests.support import all_log_text
 
 NOW = datetime.now(UTC).replace(microsecond=0)  # certificates from make_certificate are valid around now
-OTHER_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:savings-events"
+# In the region of TOPIC_ARN, so that moving a message between the two is caught by the signature alone.
+OTHER_TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:savings-events"
+EU_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:savings-events"
 EVENTS_TOPIC = "test-sns-events"
 # Unicode, JSON, whitespace and characters JSON escapes: the bytes published must be exactly these.
 PAYLOAD = '{"userId": "ü-42", "event": "login ☃", "nested": {"a": [1, 2.5, null]}, "q": "\\"x\\"\\n"}'
@@ -76,7 +86,7 @@ class FailingPublisher(FakePublisher):
 
 def bridge_settings(**overrides: Any) -> BridgeSettings:
     values: dict[str, Any] = {
-        "allowed_topic_arns": frozenset({TOPIC_ARN, OTHER_TOPIC_ARN}),
+        "allowed_topic_arns": frozenset({TOPIC_ARN, OTHER_TOPIC_ARN, EU_TOPIC_ARN}),
         "max_message_age": timedelta(hours=1),
         "events_topic": EVENTS_TOPIC,
         "cert_base_url": None,
@@ -164,10 +174,12 @@ def test_the_raw_timestamp_string_is_forwarded_not_a_reformatted_one(world: Worl
     assert world.publisher.messages[0][2]["sns_timestamp"] == raw_timestamp
 
 
-def test_a_notification_from_another_allowed_topic_is_published(world: World) -> None:
-    message = notification(topic_arn=OTHER_TOPIC_ARN)
+@pytest.mark.parametrize("topic_arn", [OTHER_TOPIC_ARN, EU_TOPIC_ARN])
+def test_a_notification_from_another_allowed_topic_is_published(world: World, topic_arn: str) -> None:
+    message = notification(topic_arn=topic_arn)
     assert world.handle(message).status == 200
-    assert world.publisher.messages[0][2]["sns_topic_arn"] == OTHER_TOPIC_ARN
+    assert world.publisher.messages[0][2]["sns_topic_arn"] == topic_arn
+    assert world.gateway.fetched == [cert_url_for(topic_arn)]
 
 
 def test_an_empty_message_is_published_as_empty_bytes(world: World) -> None:
@@ -331,6 +343,11 @@ CERT_URL_ATTACKS = [
     "https://evil.com\\@sns.us-east-1.amazonaws.com/x.pem",
     "https://sns.us-east-1.amazonaws.com@evil.com/x.pem",
     "https://evil.com/x.pem",
+    # Finding 4 of issue 13: SNS-looking hosts that are not the SNS host of the topic's region.
+    "https://sns.s3-accelerate.amazonaws.com/x.pem",
+    "https://sns.s3-website-us-east-1.amazonaws.com/x.pem",
+    "https://sns.eu-west-1.amazonaws.com/x.pem",
+    "https://sns.us-east-1.amazonaws.com.cn/x.pem",
 ]
 
 
@@ -354,6 +371,8 @@ SUBSCRIBE_URL_ATTACKS = [
     "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription#f",
     "https://evil.com\\@sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
     "https://attacker.example/confirm",
+    "https://sns.s3-website-us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+    "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",
 ]
 
 
@@ -373,6 +392,14 @@ def test_subscribe_url_attacks_are_rejected_without_any_gateway_call(
 
 def test_a_certificate_url_with_a_newline_never_reaches_the_gateway(world: World) -> None:
     world.handle(notification(cert_url=CERT_URL + "\n"))
+    assert world.gateway.calls == []
+
+
+def test_a_certificate_on_another_allowed_topics_region_is_refused(world: World) -> None:
+    # Both topics are ours, but a us-east-1 message must be verified by the us-east-1 host.
+    reply = world.handle(notification(cert_url=cert_url_for(EU_TOPIC_ARN)))
+    assert (reply.status, reply.body["error"]) == (400, "untrusted_url")
+    assert "sns.us-east-1.amazonaws.com" in reply.body["detail"]
     assert world.gateway.calls == []
 
 
@@ -409,6 +436,77 @@ def test_a_garbage_certificate_is_a_400(pem: bytes) -> None:
     reply = world.handle(notification())
     assert (reply.status, reply.body["error"]) == (400, "invalid_certificate")
     world.assert_untouched()
+
+
+# Finding 5 of issue 13: only parsed, valid certificates are kept; a bad fetch is fetched again.
+
+
+def test_a_certificate_is_fetched_once_per_url_while_valid(world: World) -> None:
+    for _ in range(3):
+        assert world.handle(notification()).status == 200
+    assert world.handle(notification(topic_arn=EU_TOPIC_ARN)).status == 200
+    assert world.gateway.fetched == [CERT_URL, cert_url_for(EU_TOPIC_ARN)]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"<html>Access Denied</html>",
+        b"",
+        make_certificate(SIGNER.key, not_after=NOW - timedelta(seconds=1)),
+        make_certificate(SIGNER.key, not_before=NOW + timedelta(seconds=1)),
+    ],
+    ids=["garbage", "empty", "expired", "not-yet-valid"],
+)
+def test_a_certificate_that_failed_is_not_kept_and_the_retry_fetches_again(
+    world: World, first: bytes
+) -> None:
+    world.gateway.pem = first
+    assert world.handle(notification()).status in (400, 403)
+    world.gateway.pem = SIGNER.pem  # the host serves the real certificate again; SNS retries
+    assert world.handle(notification()).status == 200
+    assert world.gateway.fetched == [CERT_URL, CERT_URL]
+
+
+@pytest.mark.parametrize(
+    "error", [PermanentError("SNS host answered 404"), TransientError("SNS host unreachable: Timeout")]
+)
+def test_a_failed_fetch_is_not_kept_and_the_retry_fetches_again(world: World, error: Exception) -> None:
+    world.gateway.fetch_error = error
+    assert world.handle(notification()).status in (400, 503)
+    world.gateway.fetch_error = None
+    assert world.handle(notification()).status == 200
+    assert world.gateway.fetched == [CERT_URL, CERT_URL]
+
+
+def test_a_kept_certificate_that_expires_is_fetched_again() -> None:
+    pem = make_certificate(SIGNER.key, not_before=NOW - timedelta(days=1), not_after=NOW + timedelta(hours=1))
+    world = make_world(FakeGateway(pem=pem))
+    assert world.handle(notification()).status == 200
+    world.clock.advance(hours=1, seconds=1)
+    world.gateway.pem = SIGNER.pem  # the renewed certificate
+    assert world.handle(notification(timestamp=world.clock.current)).status == 200
+    assert world.gateway.fetched == [CERT_URL, CERT_URL]
+
+
+def test_the_certificate_cache_keeps_the_most_recently_used() -> None:
+    cache = CertificateCache(size=2)
+    certificate = sns.parse_certificate(SIGNER.pem)
+    for url in ("a", "b"):
+        cache.put(url, certificate, NOW)
+    assert cache.get("a", NOW) is certificate  # "a" is now the most recently used
+    cache.put("c", certificate, NOW)
+    assert [url for url in "abc" if cache.get(url, NOW)] == ["a", "c"]
+
+
+def test_the_certificate_cache_never_keeps_or_returns_an_invalid_certificate() -> None:
+    cache = CertificateCache()
+    certificate = sns.parse_certificate(SIGNER.pem)
+    cache.put("late", certificate, certificate.not_after + timedelta(seconds=1))
+    assert cache.get("late", NOW) is None
+    cache.put("kept", certificate, NOW)
+    assert cache.get("kept", certificate.not_after + timedelta(seconds=1)) is None
+    assert cache.get("kept", NOW) is None  # dropped, not merely hidden
 
 
 def test_a_permanent_gateway_failure_is_a_400() -> None:
@@ -497,6 +595,13 @@ def test_the_age_limit_comes_from_the_settings() -> None:
 # --- trust ----------------------------------------------------------------------------------------------
 
 
+def test_an_untrusted_topic_is_echoed_truncated() -> None:
+    world = make_world(allowed_topic_arns=frozenset({OTHER_TOPIC_ARN}))
+    reply = world.handle({**notification(), "TopicArn": "arn:aws:sns:us-east-1:123456789012:" + "t" * 10_000})
+    assert (reply.status, reply.body["error"]) == (403, "untrusted_topic")
+    assert len(reply.body["detail"]) <= 200
+
+
 def test_a_validly_signed_message_from_an_untrusted_topic_is_a_403_without_fetching() -> None:
     world = make_world(allowed_topic_arns=frozenset({OTHER_TOPIC_ARN}))
     reply = world.handle(notification())
@@ -583,6 +688,44 @@ def test_a_message_type_header_disagreeing_with_the_body_is_a_400(world: World, 
     assert declared in reply.body["detail"]
     assert world.gateway.calls == []
     world.assert_untouched()
+
+
+def test_a_long_message_type_header_is_echoed_truncated(world: World) -> None:
+    message = notification()
+    reply = world.handle(message, {"x-amz-sns-message-type": "N" * 10_000})
+    assert (reply.status, reply.body["error"]) == (400, "invalid_envelope")
+    assert len(reply.body["detail"]) <= 200
+
+
+# Finding 3 of issue 13: each of these escaped from handle() as an exception (a 500 over HTTP).
+HOSTILE_BODIES = {
+    "deep-nesting": b"[" * 200_000,
+    "deep-nesting-in-a-field": body({"Type": "Notification"}).replace(b'"Notification"', b"[" * 50_000),
+    "huge-integer": b'{"Type": ' + b"9" * 10_000 + b"}",
+    "lone-surrogate-in-message": body(notification(message="PLACEHOLDER")).replace(
+        b"PLACEHOLDER", b"\\ud800"
+    ),
+    "lone-surrogate-in-subject": body(notification(subject="PLACEHOLDER")).replace(
+        b"PLACEHOLDER", b"\\udfff"
+    ),
+    "utf8-encoded-surrogate": body(notification(message="PLACEHOLDER")).replace(
+        b"PLACEHOLDER", b"\xed\xa0\x80"
+    ),
+}
+
+
+@pytest.mark.parametrize("payload", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+def test_hostile_bodies_are_a_short_400_without_an_error_log(
+    world: World, caplog: pytest.LogCaptureFixture, payload: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reply = world.handle(payload, {})
+    assert reply.status == 400
+    assert reply.body["error"] in ("invalid_json", "invalid_envelope")
+    assert len(reply.body["detail"]) <= 200
+    assert world.gateway.calls == []
+    world.assert_untouched()
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
 
 
 @pytest.mark.parametrize("value", ["true", "True", "TRUE"])
@@ -752,7 +895,7 @@ def _assert_harmless(world: World, reply: Reply) -> None:
     assert world.publisher.messages == []
     assert world.gateway.confirmed == []
     for url in world.gateway.fetched:
-        assert sns.check_cert_url(url) == url
+        assert sns.check_cert_url(url, TOPIC_ARN) == url
 
 
 @PROPERTY
@@ -850,9 +993,9 @@ def test_mutations_of_a_signed_message_are_accepted_only_if_the_signed_content_i
     reply = world.handle(json.dumps(mutated).encode(), headers)
     assert reply.status < 500
     for url in world.gateway.fetched:
-        assert sns.check_cert_url(url) == url
+        assert sns.check_cert_url(url, TOPIC_ARN) == url
     for url in world.gateway.confirmed:
-        assert sns.check_sns_url(url, "SubscribeURL") == url
+        assert sns.check_sns_url(url, "SubscribeURL", TOPIC_ARN) == url
     if world.publisher.messages or world.gateway.confirmed or reply.status == 200:
         assert _signed_content_intact(original, mutated), reply
     if world.publisher.messages:

@@ -15,6 +15,8 @@ from tests.sns_signing import CERT_URL, SUBSCRIBE_URL, TOPIC_ARN, Signer, body, 
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SIGNER = Signer()
+EU_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:savings-events"
+CN_TOPIC_ARN = "arn:aws-cn:sns:cn-north-1:123456789012:events"
 
 
 def _rejected(call: Any, *args: Any) -> sns.Rejected:
@@ -237,42 +239,158 @@ def test_an_out_of_range_timestamp_is_rejected_not_crashed(timestamp: str) -> No
     assert (rejected.status, rejected.code) == (400, "invalid_envelope")
 
 
+# Finding 3 of issue 13: hostile bodies that escaped as something other than Rejected (a 500).
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 200_000,  # RecursionError
+        b'{"Type": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        b'{"Type": ' + b"1" * 5_000 + b"}",  # ValueError: int over sys.get_int_max_str_digits()
+    ],
+    ids=["unclosed-nesting", "closed-nesting", "huge-integer"],
+)
+def test_bodies_json_cannot_decode_safely_are_rejected_not_crashed(payload: bytes) -> None:
+    rejected = _rejected(sns.parse_message, payload)
+    assert (rejected.status, rejected.code) == (400, "invalid_json")
+    assert len(rejected.detail) <= 200
+
+
+@pytest.mark.parametrize("field", ["Message", "Subject", "MessageId", "Timestamp", "TopicArn"])
+@pytest.mark.parametrize(
+    "spelling", [b'"\\ud800"', b'"a\\udfffb"', b'"\xed\xa0\x80"'], ids=["escaped", "escaped-low", "raw-bytes"]
+)
+def test_a_lone_surrogate_in_a_signed_field_is_rejected_naming_the_field(field: str, spelling: bytes) -> None:
+    raw = {**_signed(sns.NOTIFICATION), field: "PLACEHOLDER"}
+    payload = body(raw).replace(b'"PLACEHOLDER"', spelling)
+    rejected = _rejected(sns.parse_message, payload)
+    assert (rejected.status, rejected.code) == (400, "invalid_envelope")
+    assert rejected.detail.startswith(f"{field} ")
+
+
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"Type": LONG},
+        {"SignatureVersion": LONG},
+        {"Timestamp": LONG},
+        {"Timestamp": "2026-01-01T00:00:00" + " " * 10_000},
+    ],
+    ids=["Type", "SignatureVersion", "Timestamp", "Timestamp-padded"],
+)
+def test_values_echoed_in_details_are_truncated(overrides: dict[str, str]) -> None:
+    rejected = _rejected(sns.parse_message, body({**_signed(sns.NOTIFICATION), **overrides}))
+    assert rejected.status == 400
+    assert len(rejected.detail) <= 200
+    assert "…" in rejected.detail
+
+
+@pytest.mark.parametrize("kind", [["x"] * 5_000, {"k" * 5_000: 1}])
+def test_a_non_string_type_is_described_not_echoed(kind: object) -> None:
+    rejected = _rejected(sns.parse_message, body({**_signed(sns.NOTIFICATION), "Type": kind}))
+    assert rejected.code == "invalid_envelope"
+    assert len(rejected.detail) <= 200
+
+
+def test_echo_keeps_short_values_and_shortens_long_ones_to_about_100_characters() -> None:
+    assert sns.echo("Notify") == "'Notify'"
+    shortened = sns.echo("é" * 5_000)
+    assert shortened.endswith("…")
+    assert 100 <= len(shortened) <= 110
+    assert sns.echo("\ud800") == "'\\ud800'"  # escaped: safe for a UTF-8 log line
+
+
 # --- URL trust ---------------------------------------------------------------------------------------
 
 GOOD_CERT_URLS = [
-    CERT_URL,
-    "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
-    "https://sns.us-gov-west-1.amazonaws.com/a/b/c.pem",
+    (TOPIC_ARN, CERT_URL),
+    (EU_TOPIC_ARN, "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem"),
+    (CN_TOPIC_ARN, "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem"),
+    (
+        "arn:aws-cn:sns:cn-northwest-1:123456789012:events",
+        "https://sns.cn-northwest-1.amazonaws.com.cn/x.pem",
+    ),
+    (
+        "arn:aws-us-gov:sns:us-gov-west-1:123456789012:events",
+        "https://sns.us-gov-west-1.amazonaws.com/a/b/c.pem",
+    ),
 ]
 
 
-@pytest.mark.parametrize("url", GOOD_CERT_URLS)
-def test_sns_certificate_urls_are_accepted(url: str) -> None:
-    assert sns.check_cert_url(url) == url
+@pytest.mark.parametrize(("topic_arn", "url"), GOOD_CERT_URLS)
+def test_sns_certificate_urls_on_the_topic_regions_host_are_accepted(topic_arn: str, url: str) -> None:
+    assert sns.check_cert_url(url, topic_arn) == url
+
+
+# Finding 4 of issue 13: each host matched the former pattern sns.<anything>.amazonaws.com(.cn).
+WRONG_HOSTS = [
+    (TOPIC_ARN, "sns.s3-accelerate.amazonaws.com"),
+    (TOPIC_ARN, "sns.s3-website-us-east-1.amazonaws.com"),
+    (TOPIC_ARN, "sns.eu-west-1.amazonaws.com"),
+    (TOPIC_ARN, "sns.us-east-1.amazonaws.com.cn"),
+    (TOPIC_ARN, "sns.us-east-2.amazonaws.com"),
+    (EU_TOPIC_ARN, "sns.us-east-1.amazonaws.com"),
+    (CN_TOPIC_ARN, "sns.cn-north-1.amazonaws.com"),
+    (CN_TOPIC_ARN, "sns.cn-northwest-1.amazonaws.com.cn"),
+]
+
+
+@pytest.mark.parametrize(("topic_arn", "host"), WRONG_HOSTS)
+def test_an_sns_like_host_other_than_the_topic_regions_is_refused(topic_arn: str, host: str) -> None:
+    for check in (
+        lambda: sns.check_cert_url(f"https://{host}/SimpleNotificationService-abc.pem", topic_arn),
+        lambda: sns.check_sns_url(f"https://{host}/?Action=ConfirmSubscription", "SubscribeURL", topic_arn),
+    ):
+        rejected = _rejected(check)
+        assert (rejected.status, rejected.code) == (400, "untrusted_url")
+        assert "SNS host of the topic's region" in rejected.detail
+
+
+@pytest.mark.parametrize(
+    ("topic_arn", "host"),
+    [
+        (TOPIC_ARN, "sns.us-east-1.amazonaws.com"),
+        (EU_TOPIC_ARN, "sns.eu-west-1.amazonaws.com"),
+        (CN_TOPIC_ARN, "sns.cn-north-1.amazonaws.com.cn"),
+        ("arn:aws-cn:sns:cn-northwest-1:123456789012:e", "sns.cn-northwest-1.amazonaws.com.cn"),
+    ],
+)
+def test_the_sns_host_is_derived_from_the_topic_region(topic_arn: str, host: str) -> None:
+    assert sns.sns_host(topic_arn) == host
+
+
+@pytest.mark.parametrize(
+    "topic_arn", ["", "user-events", "arn:aws:sqs:us-east-1:123456789012:q", "arn:aws:sns::123456789012:t"]
+)
+def test_a_topic_arn_without_a_region_is_refused(topic_arn: str) -> None:
+    rejected = _rejected(sns.sns_host, topic_arn)
+    assert (rejected.status, rejected.code) == (400, "invalid_envelope")
+    assert "TopicArn" in rejected.detail
 
 
 CERT_URL_ATTACKS = {
     "http://sns.us-east-1.amazonaws.com/x.pem": "must use https",
     "ftp://sns.us-east-1.amazonaws.com/x.pem": "must use https",
     "//sns.us-east-1.amazonaws.com/x.pem": "must use https",
-    "https://sns.evil.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://sns.us-east-1.amazonaws.com.evil.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://evil.com/sns.us-east-1.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://sns.us-east-1.amazonaws.com./x.pem": "sns.<region>.amazonaws.com host",
-    "https://sns.us.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://sns.us_east_1.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://sqs.us-east-1.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://sns.us-east-1.amazonaws.com.cn.evil.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https:sns.us-east-1.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https:///sns.us-east-1.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
-    "https://127.0.0.1/x.pem": "sns.<region>.amazonaws.com host",
+    "https://sns.evil.com/x.pem": "SNS host of the topic's region",
+    "https://sns.us-east-1.amazonaws.com.evil.com/x.pem": "SNS host of the topic's region",
+    "https://evil.com/sns.us-east-1.amazonaws.com/x.pem": "SNS host of the topic's region",
+    "https://sns.us-east-1.amazonaws.com./x.pem": "SNS host of the topic's region",
+    "https://sns.us.amazonaws.com/x.pem": "SNS host of the topic's region",
+    "https://sns.us_east_1.amazonaws.com/x.pem": "SNS host of the topic's region",
+    "https://sqs.us-east-1.amazonaws.com/x.pem": "SNS host of the topic's region",
+    "https://sns.us-east-1.amazonaws.com.cn.evil.com/x.pem": "SNS host of the topic's region",
+    "https:sns.us-east-1.amazonaws.com/x.pem": "SNS host of the topic's region",
+    "https:///sns.us-east-1.amazonaws.com/x.pem": "SNS host of the topic's region",
+    "https://127.0.0.1/x.pem": "SNS host of the topic's region",
     "https://user@sns.us-east-1.amazonaws.com/x.pem": "user info",
     "https://user:pw@sns.us-east-1.amazonaws.com/x.pem": "user info",
     "https://@sns.us-east-1.amazonaws.com/x.pem": "user info",
     "https://sns.us-east-1.amazonaws.com@evil.com/x.pem": "user info",
     "https://evil.com\\@sns.us-east-1.amazonaws.com/x.pem": "user info",
-    "https://evil.com%40sns.us-east-1.amazonaws.com/x.pem": "sns.<region>.amazonaws.com host",
+    "https://evil.com%40sns.us-east-1.amazonaws.com/x.pem": "SNS host of the topic's region",
     "https://sns.us-east-1.amazonaws.com:443/x.pem": "port",
     "https://sns.us-east-1.amazonaws.com:8443/x.pem": "port",
     "https://sns.us-east-1.amazonaws.com:/x.pem": "port",
@@ -295,7 +413,7 @@ CERT_URL_ATTACKS = {
 
 @pytest.mark.parametrize(("url", "why"), CERT_URL_ATTACKS.items())
 def test_certificate_url_attacks_are_rejected(url: str, why: str) -> None:
-    rejected = _rejected(sns.check_cert_url, url)
+    rejected = _rejected(sns.check_cert_url, url, TOPIC_ARN)
     assert (rejected.status, rejected.code) == (400, "untrusted_url")
     assert rejected.detail.startswith("SigningCertURL ")
     assert why in rejected.detail
@@ -310,21 +428,21 @@ def test_certificate_url_attacks_are_rejected(url: str, why: str) -> None:
     ],
 )
 def test_urls_with_control_characters_are_rejected(url: str) -> None:
-    rejected = _rejected(sns.check_cert_url, url)
+    rejected = _rejected(sns.check_cert_url, url, TOPIC_ARN)
     assert rejected.code == "untrusted_url"
 
 
 SUBSCRIBE_URLS = [
-    SUBSCRIBE_URL,
-    "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc",
-    "https://sns.cn-north-1.amazonaws.com.cn/?Action=ConfirmSubscription&Token=abc",
-    "https://sns.us-east-1.amazonaws.com/confirm",  # no .pem required here
+    (TOPIC_ARN, SUBSCRIBE_URL),
+    (EU_TOPIC_ARN, "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc"),
+    (CN_TOPIC_ARN, "https://sns.cn-north-1.amazonaws.com.cn/?Action=ConfirmSubscription&Token=abc"),
+    (TOPIC_ARN, "https://sns.us-east-1.amazonaws.com/confirm"),  # no .pem required here
 ]
 
 
-@pytest.mark.parametrize("url", SUBSCRIBE_URLS)
-def test_subscribe_urls_may_carry_a_query_and_any_path(url: str) -> None:
-    assert sns.check_sns_url(url, "SubscribeURL") == url
+@pytest.mark.parametrize(("topic_arn", "url"), SUBSCRIBE_URLS)
+def test_subscribe_urls_may_carry_a_query_and_any_path(topic_arn: str, url: str) -> None:
+    assert sns.check_sns_url(url, "SubscribeURL", topic_arn) == url
 
 
 SUBSCRIBE_URL_ATTACKS = {
@@ -336,7 +454,7 @@ SUBSCRIBE_URL_ATTACKS = {
 
 @pytest.mark.parametrize(("url", "why"), SUBSCRIBE_URL_ATTACKS.items())
 def test_subscribe_url_attacks_are_rejected_like_certificate_urls(url: str, why: str) -> None:
-    rejected = _rejected(sns.check_sns_url, url, "SubscribeURL")
+    rejected = _rejected(sns.check_sns_url, url, "SubscribeURL", TOPIC_ARN)
     assert (rejected.status, rejected.code) == (400, "untrusted_url")
     assert rejected.detail.startswith("SubscribeURL ")
     assert why in rejected.detail
@@ -345,7 +463,7 @@ def test_subscribe_url_attacks_are_rejected_like_certificate_urls(url: str, why:
 def test_the_subscribe_url_attack_list_still_covers_every_kind_of_attack() -> None:
     reasons = set(SUBSCRIBE_URL_ATTACKS.values())
     assert {"must use https", "user info", "port", "'..'", "fragment", "backslashes"} <= reasons
-    assert "sns.<region>.amazonaws.com host" in reasons
+    assert "SNS host of the topic's region" in reasons
 
 
 # --- freshness ---------------------------------------------------------------------------------------
@@ -388,6 +506,14 @@ def test_a_valid_certificate_yields_its_rsa_key() -> None:
     assert key.public_numbers() == SIGNER.key.public_key().public_numbers()
 
 
+def test_a_parsed_certificate_holds_its_rsa_key_and_validity() -> None:
+    certificate = sns.parse_certificate(SIGNER.pem)
+    assert certificate.key_at(NOW).public_numbers() == SIGNER.key.public_key().public_numbers()
+    assert certificate.not_before < NOW < certificate.not_after
+    assert certificate.valid_at(certificate.not_before)
+    assert certificate.valid_at(certificate.not_after)
+
+
 @pytest.mark.parametrize(
     ("not_before", "not_after"),
     [
@@ -396,8 +522,11 @@ def test_a_valid_certificate_yields_its_rsa_key() -> None:
     ],
 )
 def test_certificates_outside_their_validity_are_refused(not_before: datetime, not_after: datetime) -> None:
-    pem = make_certificate(SIGNER.key, not_before=not_before, not_after=not_after)
-    rejected = _rejected(sns.load_certificate, pem, NOW)
+    certificate = sns.parse_certificate(
+        make_certificate(SIGNER.key, not_before=not_before, not_after=not_after)
+    )
+    assert not certificate.valid_at(NOW)
+    rejected = _rejected(certificate.key_at, NOW)
     assert (rejected.status, rejected.code) == (403, "invalid_certificate")
 
 
@@ -411,7 +540,7 @@ def test_certificates_outside_their_validity_are_refused(not_before: datetime, n
     ],
 )
 def test_garbage_certificates_are_refused_with_400(pem: bytes) -> None:
-    rejected = _rejected(sns.load_certificate, pem, NOW)
+    rejected = _rejected(sns.parse_certificate, pem)
     assert (rejected.status, rejected.code) == (400, "invalid_certificate")
 
 
@@ -432,7 +561,7 @@ def test_a_certificate_without_an_rsa_key_is_refused() -> None:
         .not_valid_after(NOW + timedelta(days=1))
         .sign(key, hashes.SHA256())
     )
-    rejected = _rejected(sns.load_certificate, certificate.public_bytes(serialization.Encoding.PEM), NOW)
+    rejected = _rejected(sns.parse_certificate, certificate.public_bytes(serialization.Encoding.PEM))
     assert (rejected.status, rejected.code) == (403, "invalid_certificate")
     assert "RSA" in rejected.detail
 

@@ -1,9 +1,11 @@
-"""HTTP calls to SNS hosts: signing certificates (cached per URL) and subscription confirmations."""
+"""HTTP calls to SNS hosts: signing certificates and subscription confirmations.
+
+Nothing is cached here: the bridge keeps the certificates it parsed and found valid, never the raw
+bytes of a response (a garbage or failed fetch must be retried, not served again).
+"""
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from urllib.parse import urlsplit
 
 import requests
@@ -12,7 +14,6 @@ from jupiter_data.ports import PermanentError, TransientError
 
 TIMEOUT = (2.0, 3.0)  # connect, read: SNS waits 15 s for our answer, so a slow host must not eat it
 MAX_CERT_BYTES = 16 * 1024  # SNS certificates are ~2 KiB
-CACHE_SIZE = 64
 
 
 class SnsHttpGateway:
@@ -20,8 +21,6 @@ class SnsHttpGateway:
         self._session = session or requests.Session()
         self._session.trust_env = False  # no proxies or netrc credentials from the environment
         self._base_url = base_url
-        self._certificates: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = threading.Lock()
 
     def _target(self, url: str) -> str:
         """Locally, the same path and query on the emulator (moto) instead of the SNS host."""
@@ -31,16 +30,7 @@ class SnsHttpGateway:
         return f"{self._base_url}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
     def fetch_certificate(self, url: str) -> bytes:
-        with self._lock:
-            if url in self._certificates:
-                self._certificates.move_to_end(url)
-                return self._certificates[url]
-        pem = self._get(url, MAX_CERT_BYTES)
-        with self._lock:
-            self._certificates[url] = pem
-            while len(self._certificates) > CACHE_SIZE:
-                self._certificates.popitem(last=False)
-        return pem
+        return self._get(url, MAX_CERT_BYTES)
 
     def confirm_subscription(self, url: str) -> None:
         self._get(url, 64 * 1024)

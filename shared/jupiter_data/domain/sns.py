@@ -49,9 +49,18 @@ SIGNED_FIELDS = {
 }
 _OPTIONAL = {"Subject"}
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
-SNS_HOST = re.compile(r"^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$")
+_TOPIC_REGION = re.compile(r"^arn:aws(?:-[a-z]+)*:sns:([a-z]{2}(?:-[a-z]+)+-\d+):")
+# Values quoted back in error details (and so in logs) are cut to about this many characters.
+ECHO_LIMIT = 100
 # A clock skew tolerated for timestamps from the future (SNS hosts and ours both run NTP).
 FUTURE_SKEW = timedelta(minutes=5)
+
+
+def echo(value: str) -> str:
+    """``value`` quoted for an error detail: escaped (``repr``) and cut to ~``ECHO_LIMIT`` characters."""
+    if len(value) <= ECHO_LIMIT:
+        return repr(value)
+    return repr(value[:ECHO_LIMIT]) + "…"
 
 
 class Rejected(Exception):
@@ -92,15 +101,17 @@ def parse_message(body: bytes) -> SnsMessage:
     """The SNS JSON envelope, with every field this bridge relies on checked for presence and type."""
     try:
         document: Any = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(400, "invalid_json", f"body is not JSON: {exc}") from None
+    # ValueError covers JSONDecodeError, UnicodeDecodeError and integers too long to convert;
+    # RecursionError, nesting deeper than the interpreter's stack (an envelope is one flat object).
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:ECHO_LIMIT]
+        raise Rejected(400, "invalid_json", f"body is not JSON: {reason}") from None
     if not isinstance(document, dict):
         raise Rejected(400, "invalid_envelope", "body must be a JSON object (an SNS message)")
     kind = document.get("Type")
     if not isinstance(kind, str) or kind not in SIGNED_FIELDS:
-        raise Rejected(
-            400, "invalid_envelope", f"Type must be one of {', '.join(SIGNED_FIELDS)}, got {kind!r}"
-        )
+        got = echo(kind) if isinstance(kind, str) else f"a {type(kind).__name__}"
+        raise Rejected(400, "invalid_envelope", f"Type must be one of {', '.join(SIGNED_FIELDS)}, got {got}")
     required = [*SIGNED_FIELDS[kind], "SignatureVersion", "Signature", "SigningCertURL"]
     fields: dict[str, str] = {}
     for name in required:
@@ -110,10 +121,14 @@ def parse_message(body: bytes) -> SnsMessage:
         if not isinstance(value, str):
             problem = "is missing" if value is None else f"must be a string, not {type(value).__name__}"
             raise Rejected(400, "invalid_envelope", f"{name} {problem}")
+        if not _is_unicode(value):
+            raise Rejected(
+                400, "invalid_envelope", f"{name} holds a lone surrogate, which is not Unicode text"
+            )
         fields[name] = value
     if fields["SignatureVersion"] not in _HASHES:
         raise Rejected(
-            400, "invalid_envelope", f"SignatureVersion {fields['SignatureVersion']!r} is not 1 or 2"
+            400, "invalid_envelope", f"SignatureVersion {echo(fields['SignatureVersion'])} is not 1 or 2"
         )
     try:
         signature = base64.b64decode(fields["Signature"], validate=True)
@@ -134,18 +149,38 @@ def parse_message(body: bytes) -> SnsMessage:
     )
 
 
+def _is_unicode(value: str) -> bool:
+    """False for a string holding a lone surrogate (JSON allows ``\\ud800``): it has no UTF-8 form to sign."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_timestamp(raw: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         if parsed.tzinfo is None:
-            raise Rejected(400, "invalid_envelope", f"Timestamp {raw!r} has no time zone")
+            raise Rejected(400, "invalid_envelope", f"Timestamp {echo(raw)} has no time zone")
         return parsed.astimezone(UTC)
     except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 shifted out of range
-        raise Rejected(400, "invalid_envelope", f"Timestamp {raw!r} is not an ISO 8601 time") from None
+        raise Rejected(400, "invalid_envelope", f"Timestamp {echo(raw)} is not an ISO 8601 time") from None
 
 
-def check_sns_url(url: str, field: str, path_suffix: str | None = None) -> str:
-    """Only https URLs on an SNS host, with nothing that could redirect the request elsewhere."""
+def sns_host(topic_arn: str) -> str:
+    """The one host SNS serves a topic's certificates and confirmations from: its region's endpoint."""
+    match = _TOPIC_REGION.match(topic_arn)
+    if match is None:
+        raise Rejected(400, "invalid_envelope", f"TopicArn {echo(topic_arn)} names no AWS region")
+    region = match.group(1)
+    return f"sns.{region}.amazonaws.com" + (".cn" if region.startswith("cn-") else "")
+
+
+def check_sns_url(url: str, field: str, topic_arn: str, path_suffix: str | None = None) -> str:
+    """Only https URLs on the SNS host of the topic's region, with nothing that could redirect the
+    request elsewhere (other hosts under amazonaws.com, such as S3 website endpoints, are not SNS)."""
+    host = sns_host(topic_arn)
     # urlsplit silently drops tabs and newlines: validate the very string that will be fetched.
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
         raise Rejected(400, "untrusted_url", f"{field} contains white space or control characters")
@@ -158,7 +193,7 @@ def check_sns_url(url: str, field: str, path_suffix: str | None = None) -> str:
         (parts.scheme != "https", "must use https"),
         (bool(parts.username or parts.password or "@" in parts.netloc), "must not carry user info"),
         (port is not None or parts.netloc.endswith(":"), "must not name a port"),
-        (not SNS_HOST.match(parts.hostname or ""), "must be on an sns.<region>.amazonaws.com host"),
+        (parts.hostname != host, f"must be on {host}, the SNS host of the topic's region"),
         (bool(parts.fragment), "must not carry a fragment"),
         (".." in parts.path or "\\" in parts.path, "must not contain '..' or backslashes"),
     ]
@@ -173,8 +208,8 @@ def check_sns_url(url: str, field: str, path_suffix: str | None = None) -> str:
     return url
 
 
-def check_cert_url(url: str) -> str:
-    return check_sns_url(url, "SigningCertURL", path_suffix=".pem")
+def check_cert_url(url: str, topic_arn: str) -> str:
+    return check_sns_url(url, "SigningCertURL", topic_arn, path_suffix=".pem")
 
 
 def check_fresh(message: SnsMessage, now: datetime, max_age: timedelta) -> None:
@@ -185,20 +220,40 @@ def check_fresh(message: SnsMessage, now: datetime, max_age: timedelta) -> None:
         raise Rejected(400, "future_message", "message Timestamp is in the future")
 
 
-def load_certificate(pem: bytes, now: datetime) -> rsa.RSAPublicKey:
-    """The RSA public key of a PEM certificate that is valid at ``now``."""
+@dataclass(frozen=True)
+class Certificate:
+    """What is kept of a signing certificate: its RSA key and validity, never the bytes that were served."""
+
+    key: rsa.RSAPublicKey
+    not_before: datetime
+    not_after: datetime
+
+    def valid_at(self, now: datetime) -> bool:
+        return self.not_before <= now <= self.not_after
+
+    def key_at(self, now: datetime) -> rsa.RSAPublicKey:
+        if not self.valid_at(now):
+            raise Rejected(403, "invalid_certificate", "signing certificate is expired or not yet valid")
+        return self.key
+
+
+def parse_certificate(pem: bytes) -> Certificate:
+    """The RSA key and validity of a PEM X.509 certificate."""
     try:
         certificate = x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise Rejected(
             400, "invalid_certificate", "SigningCertURL did not serve a PEM X.509 certificate"
         ) from None
-    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
-        raise Rejected(403, "invalid_certificate", "signing certificate is expired or not yet valid")
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise Rejected(403, "invalid_certificate", "signing certificate does not hold an RSA key")
-    return key
+    return Certificate(key, certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+
+
+def load_certificate(pem: bytes, now: datetime) -> rsa.RSAPublicKey:
+    """The RSA public key of a PEM certificate that is valid at ``now``."""
+    return parse_certificate(pem).key_at(now)
 
 
 def verify_signature(message: SnsMessage, key: rsa.RSAPublicKey) -> None:

@@ -2,14 +2,18 @@
 
 The HTTP status is the retry contract with SNS, which treats 200-499 as delivered and retries 5xx:
 2xx only once Pub/Sub acknowledged the message, 5xx when a retry may succeed, 4xx when none will.
-Cheap checks (shape, URLs, topic, age) run before the only network call, the certificate fetch.
+Cheap checks (shape, topic, URLs, age) run before the only network call, the certificate fetch; the
+certificates fetched are kept parsed (key and validity) per URL, so a busy topic costs one fetch.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from jupiter_data.domain import sns
@@ -23,6 +27,34 @@ RAW_DELIVERY_HINT = (
     "on this subscription (aws sns set-subscription-attributes --attribute-name RawMessageDelivery "
     "--attribute-value false)"
 )
+CERTIFICATE_CACHE_SIZE = 64  # SNS signs with one certificate per region at a time
+
+
+class CertificateCache:
+    """Parsed certificates by URL, least recently used first out. Only a certificate that parsed and
+    was valid when fetched goes in, and one no longer valid is dropped: a bad fetch is retried."""
+
+    def __init__(self, size: int = CERTIFICATE_CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, sns.Certificate] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, url: str, now: datetime) -> sns.Certificate | None:
+        with self._lock:
+            certificate = self._entries.pop(url, None)
+            if certificate is None or not certificate.valid_at(now):
+                return None
+            self._entries[url] = certificate  # now the most recently used
+            return certificate
+
+    def put(self, url: str, certificate: sns.Certificate, now: datetime) -> None:
+        if not certificate.valid_at(now):
+            return
+        with self._lock:
+            self._entries.pop(url, None)
+            self._entries[url] = certificate
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -36,6 +68,7 @@ class Bridge:
         self, settings: BridgeSettings, gateway: SnsGateway, publisher: Publisher, clock: Clock
     ) -> None:
         self._settings, self._gateway, self._publisher, self._clock = settings, gateway, publisher, clock
+        self._certificates = CertificateCache()
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
         try:
@@ -59,22 +92,33 @@ class Bridge:
         message = sns.parse_message(body)
         declared = lowered.get("x-amz-sns-message-type")
         if declared is not None and declared != message.type:
-            raise sns.Rejected(400, "invalid_envelope", f"header says {declared}, body says {message.type}")
-        sns.check_cert_url(message.signing_cert_url)
-        if message.subscribe_url is not None:
-            sns.check_sns_url(message.subscribe_url, "SubscribeURL")
+            raise sns.Rejected(
+                400, "invalid_envelope", f"header says {sns.echo(declared)}, body says {message.type}"
+            )
         if message.topic_arn not in self._settings.allowed_topic_arns:
-            raise sns.Rejected(403, "untrusted_topic", f"topic {message.topic_arn} is not allowed")
+            raise sns.Rejected(403, "untrusted_topic", f"topic {sns.echo(message.topic_arn)} is not allowed")
+        # The topic is one of ours: its region names the only SNS host to fetch from.
+        sns.check_cert_url(message.signing_cert_url, message.topic_arn)
+        if message.subscribe_url is not None:
+            sns.check_sns_url(message.subscribe_url, "SubscribeURL", message.topic_arn)
         now = self._clock.now()
         sns.check_fresh(message, now, self._settings.max_message_age)
+        sns.verify_signature(message, self._certificate(message.signing_cert_url, now).key_at(now))
+        return message
+
+    def _certificate(self, url: str, now: datetime) -> sns.Certificate:
+        cached = self._certificates.get(url, now)
+        if cached is not None:
+            return cached
         try:
-            pem = self._gateway.fetch_certificate(message.signing_cert_url)
+            pem = self._gateway.fetch_certificate(url)
         except PermanentError as exc:
             raise sns.Rejected(
                 400, "invalid_certificate", f"signing certificate unavailable: {exc}"
             ) from None
-        sns.verify_signature(message, sns.load_certificate(pem, now))
-        return message
+        certificate = sns.parse_certificate(pem)  # garbage raises Rejected before anything is kept
+        self._certificates.put(url, certificate, now)
+        return certificate
 
     def _dispatch(self, message: sns.SnsMessage) -> Reply:
         ids = {"sns_message_id": message.message_id, "sns_topic_arn": message.topic_arn}
