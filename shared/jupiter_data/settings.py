@@ -94,7 +94,8 @@ class BridgeSettings:
         reader = _Reader(environ)
         settings = cls(
             allowed_topic_arns=reader.get("SNS_ALLOWED_TOPIC_ARNS", _topic_arns),
-            max_message_age=reader.get("SNS_MAX_MESSAGE_AGE", _duration, default="3600"),
+            # SNS retries for up to an hour and event ids are stable: a late retry is safe to accept.
+            max_message_age=reader.get("SNS_MAX_MESSAGE_AGE", _duration, default="2h"),
             events_topic=reader.get("SNS_EVENTS_TOPIC", _topic_name, default="sns-events"),
             cert_base_url=reader.optional("SNS_CERT_BASE_URL", _loopback_url),
         )
