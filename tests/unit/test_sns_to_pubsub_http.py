@@ -19,6 +19,8 @@ from typing import Any
 import flask
 import functions_framework
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from jupiter_data import bootstrap
 from jupiter_data.ports import TransientError
@@ -274,6 +276,91 @@ def test_a_rejection_is_logged_as_a_warning_without_the_payload(
     for record in caplog.records:
         assert secret not in record.getMessage()
         assert secret not in json.dumps(getattr(record, "fields", {}), default=str)
+
+
+# --- hostile bodies (finding 3 of issue 13): a short 4xx, never a 5xx or an ERROR log ------------------
+
+SIGNED = notification()
+
+
+def with_field(name: str, value: str) -> bytes:
+    """The signed notification with one field replaced, spelt as JSON allows (a lone surrogate too)."""
+    return json.dumps({**SIGNED, name: value}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+FORMER_500S = {
+    "deep-nesting": b"[" * 200_000,
+    "lone-surrogate-escaped": body({**SIGNED, "Message": "\ud800"}),
+    "lone-surrogate-utf8": with_field("Message", "\udfff"),
+    "huge-integer": b'{"Type": ' + b"9" * 10_000 + b"}",
+}
+
+
+@pytest.mark.parametrize("payload", FORMER_500S.values(), ids=FORMER_500S.keys())
+def test_bodies_that_were_500s_are_short_400s_without_an_error_log(
+    served: Served, caplog: pytest.LogCaptureFixture, payload: bytes
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = post(served, payload)
+    error = response.get_json()["error"]
+    assert error in ("invalid_json", "invalid_envelope")
+    assert len(assert_json_error(response, 400, error)["detail"]) <= 200
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert served.gateway.fetched == []
+    assert served.publisher.messages == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+any_text = st.text(st.characters(exclude_categories=()), max_size=40)  # lone surrogates included
+hostile_bodies = st.one_of(
+    st.binary(max_size=2048),
+    json_values.map(lambda value: json.dumps(value).encode()),
+    st.builds(
+        lambda opener, depth: opener * depth,
+        st.sampled_from([b"[", b'{"a":', b'[{"Type":', b'{"Type": "Notification", "Message": [']),
+        st.integers(1, 100_000),
+    ),
+    st.builds(with_field, st.sampled_from(sorted(SIGNED)), any_text),
+    st.builds(lambda digits: b'{"Type": ' + b"1" * digits + b"}", st.integers(1, 6_000)),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    payload=hostile_bodies,
+    content_type=st.sampled_from(
+        [
+            "text/plain; charset=UTF-8",
+            "application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ]
+    ),
+)
+@example(payload=FORMER_500S["deep-nesting"], content_type="text/plain; charset=UTF-8")
+@example(payload=FORMER_500S["lone-surrogate-escaped"], content_type="text/plain; charset=UTF-8")
+def test_no_body_gets_a_5xx_or_an_error_log(
+    served: Served, caplog: pytest.LogCaptureFixture, payload: bytes, content_type: str
+) -> None:
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    response = post(served, payload, **{"Content-Type": content_type})
+    assert response.status_code < 500
+    assert response.mimetype == "application/json"
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    if response.status_code >= 400:
+        assert len(response.get_json()["detail"]) <= 200
 
 
 # --- cold start -----------------------------------------------------------------------------------------
