@@ -266,3 +266,49 @@ def test_the_storage_read_client_streams_a_table_from_the_emulator(
     batches = list(rows.to_arrow_iterable(bqstorage_client=bigquery_read_client(settings)))
     ids = {value for batch in batches for value in batch.column("insert_id").to_pylist()}
     assert {"a1", "a2", "a3", "a4", "a5", "a6"} <= ids
+
+
+BIG = "123456789012345678901234567890"  # past 64 bits
+EXACT = {"big": int(BIG), "negative": -int(BIG), "past_2_53": 2**53 + 1, "nested": [int(BIG)]}
+JUNE_15 = {"start": "2031-06-15", "end": "2031-06-15"}  # a day of its own: March's figures stay exact
+
+
+@pytest.fixture(scope="module")
+def big_numbers(emulators: LocalStack) -> None:
+    """One event from each source on June 15th whose properties hold integers past 64 bits."""
+    at = datetime(2031, 6, 15, 9, 0, tzinfo=UTC)
+    sns = {**sns_row("big-s", "frank", "big_numbers", at), "context": json.dumps(EXACT)}
+    amplitude = {**amplitude_row("big-a", "frank", 7, "big_numbers", at, at.date()),
+                 "event_properties": json.dumps(EXACT)}  # fmt: skip
+    warehouse = BigQueryWarehouse(bigquery_client(emulators.settings()))
+    warehouse.insert_rows("ops.all_user_events", [sns], ["seed-big-s"])
+    warehouse.insert_rows("amplitude.events", [amplitude], ["seed-big-a"])
+
+
+@pytest.mark.usefixtures("big_numbers")
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "csv"])
+def test_integers_of_any_size_in_properties_come_back_exactly(api: DataApi, fmt: str) -> None:
+    query = {**{name: [value] for name, value in JUNE_15.items()}, "format": [fmt]}
+    response = api.handle(Call("GET", "/v1/events", query, AUTH))
+    assert response.status == 200
+    text = response.read().decode()
+    if fmt == "csv":
+        rows = [{**row, "properties": json.loads(row["properties"])}
+                for row in csv.DictReader(io.StringIO(text))]  # fmt: skip
+    elif fmt == "ndjson":
+        rows = [json.loads(line) for line in text.splitlines()]  # the stdlib keeps integers exact
+    else:
+        rows = json.loads(text)["data"]
+    assert {row["source"]: row["properties"] for row in rows} == {"sns": EXACT, "amplitude": EXACT}
+    assert text.count(BIG) == 2 * 3  # big, negative and nested, from each source, digit for digit
+
+
+@pytest.mark.usefixtures("big_numbers")
+def test_the_storage_read_path_carries_properties_as_exact_text(emulators: LocalStack) -> None:
+    """Large results arrive as Arrow; properties are STRING columns there too, so no number is parsed."""
+    settings = emulators.settings()
+    rows = bigquery_client(settings).list_rows(f"{settings.project}.ops.all_user_events")
+    batches = rows.to_arrow_iterable(bqstorage_client=bigquery_read_client(settings))
+    contexts = [row["context"] for batch in batches for row in batch.to_pylist()
+                if row["event_id"] == "big-s"]  # fmt: skip
+    assert contexts and all(isinstance(text, str) and json.loads(text) == EXACT for text in contexts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -451,6 +452,34 @@ def test_ndjson_is_one_json_object_per_line() -> None:
     text = call(api, "/v1/events", {**RANGE, "format": "ndjson", "limit": "5000"})[2]
     lines = text.splitlines()
     assert len(lines) == 1200 and orjson.loads(lines[-1])["source"] == "amplitude"
+
+
+BIG = "123456789012345678901234567890"  # past 64 bits, where orjson falls back to a float
+EXACT = f'{{"big":{BIG},"negative":-{BIG},"past_2_53":9007199254740993,"nested":[{BIG},1.5]}}'
+
+
+@pytest.mark.parametrize("fmt", ["json", "ndjson", "csv"])
+def test_integers_of_any_size_in_properties_are_served_exactly(fmt: str) -> None:
+    api, _ = make_api(RecordingRunner({"events": [event("2026-11-01 10:00:00", properties=EXACT)]}))
+    query = {name: [value] for name, value in {**RANGE, "format": fmt}.items()}
+    text = api.handle(Call("GET", "/v1/events", query, AUTH)).read().decode()
+    assert BIG in text and f"-{BIG}" in text
+    if fmt == "csv":
+        (served_row,) = csv.DictReader(io.StringIO(text))
+        served = served_row["properties"]
+    else:  # the stdlib parser keeps integers exact
+        row = json.loads(text.splitlines()[0]) if fmt == "ndjson" else json.loads(text)["data"][0]
+        served = json.dumps(row["properties"])
+    assert json.loads(served) == json.loads(EXACT)
+    assert json.loads(served)["big"] == int(BIG)
+
+
+@pytest.mark.parametrize("stored", ['1},{"source":"forged"', '{"a":NaN}', '{"a":1'])
+def test_stored_properties_that_are_not_json_are_never_spliced_into_a_response(stored: str) -> None:
+    response = data_api.render([event("2026-11-01 10:00:00", properties=stored)], data_api.EVENT_FIELDS,
+                               "json", None)  # fmt: skip
+    with pytest.raises(ValueError, match="properties"):
+        response.read()
 
 
 def test_rendering_streams_in_chunks() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import re
 import time
@@ -366,8 +367,25 @@ def _json_default(value: object) -> object:
 def _json_row(row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
     out = {name: _plain(row[name]) for name in fields}
     if "properties" in out and isinstance(out["properties"], str):
-        out["properties"] = orjson.loads(out["properties"])  # stored as JSON text; an object for callers
+        out["properties"] = _stored_json(out["properties"])  # JSON text in BigQuery; JSON for callers
     return out
+
+
+def _stored_json(text: str) -> orjson.Fragment:
+    """Stored JSON text, embedded as it is: orjson would turn integers past 64 bits into floats.
+
+    It is checked first (the stdlib parser takes integers of any size), so text that is not one JSON
+    value can never splice rows or fields into a response.
+    """
+    try:
+        json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise ValueError(f"stored properties are not JSON: {exc}") from None
+    return orjson.Fragment(text)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _plain(value: Any) -> Any:
