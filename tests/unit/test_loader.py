@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -46,7 +47,7 @@ class ScriptedWarehouse:
 
     def __init__(
         self,
-        failures: dict[str, Sequence[BaseException]] | None = None,
+        failures: Mapping[str, Sequence[BaseException]] | None = None,
         reject_user_ids: Sequence[str] = (),
     ) -> None:
         self._lock = threading.Lock()
@@ -236,6 +237,29 @@ def test_rows_bigquery_refuses_are_dead_lettered_as_rejected_by_bigquery() -> No
     row = the_dead_letter(warehouse)
     assert "invalid value for user_id" in row["error_message"]
     assert json.loads(base64.b64decode(row["payload"]))[1]["userId"] == "user-2"
+
+
+def test_a_valid_json_message_that_cannot_be_mapped_to_rows_is_dead_lettered_not_raised() -> None:
+    """Finding 6. json.loads accepts a nesting depth that mapping the event to rows (json.dumps of the raw
+    event, a frame deeper) cannot reach: somewhere below the recursion limit a message parses and then
+    raises RecursionError. Every depth must end as loaded or as a dead letter with its reason."""
+    limit = sys.getrecursionlimit()
+    unmappable = []
+    for depth in range(limit - 300, limit + 10):
+        warehouse = ScriptedWarehouse()
+        nested = "[" * depth + "]" * depth
+        data = f'{{"userId":"u","eventType":"e","timestamp":1767268800000,"context":{{"a":{nested}}}}}'
+        outcome = make_loader(warehouse).handle(message(data.encode(), message_id=str(depth)))
+        if outcome.status == "dead_lettered":
+            row = the_dead_letter(warehouse)
+            assert row["error_type"] == outcome.error_type and row["error_message"]
+            assert base64.b64decode(row["payload"]) == data.encode()
+            if outcome.error_type == "unprocessable":
+                unmappable.append(row["error_message"])
+        else:
+            assert outcome == Outcome("loaded", rows=1)
+    assert unmappable, "no depth parsed but failed to map: the test no longer reaches the case it guards"
+    assert all("RecursionError" in reason and "nested too deeply" in reason for reason in unmappable)
 
 
 # --- transient failures and the age cutoff ------------------------------------------------------------

@@ -184,6 +184,24 @@ def to_rows(
     return rows
 
 
+def message_rows(message: PubSubMessage, loaded_at: datetime) -> list[tuple[str, dict[str, Any]]]:
+    """The message's rows, or an ``InvalidMessage``: mapping is pure code on the message's bytes, so any
+    other failure (RecursionError on JSON nested just below the parser's limit, a bug) recurs on every
+    delivery and is dead-lettered with its reason rather than retried until Pub/Sub drops the message."""
+    try:
+        return to_rows(message, parse_events(message.data), loaded_at)
+    except (InvalidMessage, MemoryError):  # MemoryError may pass on another instance: retry
+        raise
+    except Exception as exc:
+        name = type(exc).__name__
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:500]
+        raise InvalidMessage(
+            "unprocessable",
+            f"could not turn the message into rows: {name}: {detail}",
+            f"could not turn the message into rows: {name}",  # str(exc) may quote payload values
+        ) from None
+
+
 def dead_letter_row(
     message: PubSubMessage, error_type: str, error_message: str, received_at: datetime, function_version: str
 ) -> tuple[str, dict[str, Any]]:

@@ -42,7 +42,7 @@ class Loader:
         now = self._clock.now()
         ids = {"pubsub_message_id": message.message_id, **_safe_attributes(message)}
         try:
-            rows = events.to_rows(message, events.parse_events(message.data), now)
+            rows = events.message_rows(message, now)
         except InvalidMessage as invalid:
             return self._dead_letter(message, invalid.error_type, str(invalid), ids, invalid.summary)
         try:

@@ -51,7 +51,7 @@ def replay_dead_letters(
         summary.pending += 1
         message = events.message_from_dead_letter(row)
         try:
-            rows = events.to_rows(message, events.parse_events(message.data), clock.now())
+            rows = events.message_rows(message, clock.now())
         except InvalidMessage as invalid:
             summary.still_invalid[invalid.error_type] = summary.still_invalid.get(invalid.error_type, 0) + 1
             continue
