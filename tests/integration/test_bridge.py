@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -15,13 +15,14 @@ import pytest
 from jupiter_data.adapters.clients import publisher_client
 from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.adapters.sns_http import SnsHttpGateway
+from jupiter_data.domain import sns
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
 from jupiter_data.local.tap import TopicTap
 from jupiter_data.ports import SystemClock
 from jupiter_data.services.bridge import Bridge
 from jupiter_data.settings import BridgeSettings, Settings
-from tests.sns_signing import CERT_URL, TOPIC_ARN, Signer, body
+from tests.sns_signing import CERT_URL, TOPIC_ARN, Signer, body, make_certificate
 
 
 @dataclass
@@ -105,6 +106,26 @@ def test_the_certificate_is_fetched_once_per_url(
     replies = [bridge.handle(body(signer.notification()), {}).status for _ in range(5)]
     assert replies == [200] * 5
     assert sns_host.requests == [urlsplit(CERT_URL).path]
+
+
+@pytest.mark.parametrize("served_first", ["garbage", "expired"])
+def test_a_bad_certificate_response_is_not_kept_and_the_retry_fetches_again(
+    settings: Settings, sns_host: SnsHost, signer: Signer, served_first: str
+) -> None:
+    """Finding 5 of issue 13: the gateway kept the raw bytes of any 200, so one bad answer from the
+    certificate host failed every later message signed with that certificate."""
+    now = datetime.now(UTC)
+    sns_host.pem = {
+        "garbage": b"<html>Access Denied</html>",
+        "expired": make_certificate(signer.key, now - timedelta(days=30), now - timedelta(days=1)),
+    }[served_first]
+    bridge = make_bridge(settings, sns_host.base_url)
+    message = body(signer.confirmation(sns.UNSUBSCRIBE_CONFIRMATION))  # verified, then nothing to do
+    assert bridge.handle(message, {}).body["error"] == "invalid_certificate"
+    sns_host.pem = signer.pem
+    assert bridge.handle(message, {}).status == 200
+    assert bridge.handle(message, {}).status == 200
+    assert sns_host.requests == [urlsplit(CERT_URL).path] * 2  # the good certificate is kept
 
 
 def test_a_subscription_confirmation_gets_the_subscribe_url(
