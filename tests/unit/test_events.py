@@ -609,6 +609,19 @@ def test_a_dead_letter_row_has_exactly_the_dead_letter_columns() -> None:
     assert row["function_version"] == "rev-7"
 
 
+def test_a_minimal_dead_letter_row_has_the_columns_ids_reason_and_a_bounded_payload() -> None:
+    data = b"x" * (events.MINIMAL_PAYLOAD_BYTES + 10)
+    msg = message(data, attributes={"sns_message_id": SNS_ID, "sns_topic_arn": "a" * 1000, "k": "v"})
+    row_id, row = events.minimal_dead_letter_row(msg, "too_old", "r" * 50_000, "too big", LOADED_AT, "rev-7")
+    assert_matches_bigquery_schema(row, DEAD_LETTER_SCHEMA)
+    assert row_id == "1234567890:too_old:minimal"
+    assert row["dead_letter_id"] == row["pubsub_message_id"] == "1234567890"
+    assert json.loads(row["attributes"]) == {"sns_message_id": SNS_ID, "sns_topic_arn": "a" * 256}
+    assert base64.b64decode(row["payload"]) == data[: events.MINIMAL_PAYLOAD_BYTES]
+    assert row["error_message"].startswith("r" * 2000 + " [full dead-letter row refused: too big;")
+    assert len(row["error_message"]) < 3_500
+
+
 def test_a_dead_letter_without_publish_time_has_a_null_publish_time() -> None:
     msg = PubSubMessage.from_push("garbage")
     _, row = events.dead_letter_row(msg, "invalid_shape", "x", LOADED_AT, "local")

@@ -325,29 +325,87 @@ def test_an_old_message_that_loads_is_loaded_not_dead_lettered() -> None:
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
 
 
-@pytest.mark.parametrize(
-    "error", [TransientError("dead-letter table unavailable"), ValueError("dead-letter row refused")]
-)
-@pytest.mark.parametrize("case", ["invalid", "too_old", "rejected"])
-def test_a_failure_to_store_the_dead_letter_propagates_so_the_message_is_not_acknowledged(
-    case: str, error: Exception
-) -> None:
-    failures: dict[str, list[BaseException]] = {DEAD_LETTER_TABLE: [error]}
-    msg = message()
+def failing_case(
+    case: str, dead_letter_failures: Sequence[BaseException], data: Any = None
+) -> tuple[ScriptedWarehouse, PubSubMessage, str]:
+    """A warehouse and a message that dead-letters for reason ``case``, with the dead-letter table's
+    next inserts failing as given."""
+    failures: dict[str, Sequence[BaseException]] = {DEAD_LETTER_TABLE: dead_letter_failures}
+    msg, error_type = message(data), "rejected_by_bigquery"
     if case == "invalid":
-        msg = message(b"not json")
+        msg, error_type = message(b"not json " + b"x" * 100_000), "invalid_json"
     elif case == "too_old":
         failures[EVENTS_TABLE] = [TransientError("503")]
-        msg = message(age=timedelta(days=2))
+        msg, error_type = message(data, age=timedelta(days=2)), "too_old"
     warehouse = ScriptedWarehouse(failures=failures, reject_user_ids=["user-1"] if case == "rejected" else ())
+    return warehouse, msg, error_type
 
-    with pytest.raises(type(error)) as raised:
+
+@pytest.mark.parametrize("case", ["invalid", "too_old", "rejected"])
+def test_a_transient_failure_to_store_the_dead_letter_propagates_so_the_message_is_redelivered(
+    case: str,
+) -> None:
+    error = TransientError("dead-letter table unavailable")
+    warehouse, msg, _ = failing_case(case, [error])
+
+    with pytest.raises(TransientError) as raised:
         make_loader(warehouse).handle(msg)
 
     assert raised.value is error
     assert warehouse.rows(EVENTS_TABLE) == []
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
-    assert (DEAD_LETTER_TABLE, 1) in warehouse.calls
+    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 1
+
+
+@pytest.mark.parametrize("case", ["invalid", "too_old", "rejected"])
+def test_a_refused_dead_letter_row_falls_back_to_a_minimal_one_with_ids_reason_and_truncated_payload(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 7: e.g. a 10 MB message's dead-letter row is over BigQuery's row limit. The minimal row is
+    stored and the message acknowledged; never left to Pub/Sub's dead-letter topic without a reason."""
+    caplog.set_level(logging.INFO)
+    big = [event(note="n" * 100_000, context={"card": SECRET})]
+    warehouse, msg, error_type = failing_case(case, [ValueError("row larger than the maximum allowed")], big)
+    attributes = {"sns_message_id": SNS_ID, "sns_topic_arn": TOPIC_ARN, "odd": "v" * 5000}
+    msg = PubSubMessage(msg.message_id, msg.data, attributes, msg.publish_time)
+
+    outcome = make_loader(warehouse).handle(msg)
+
+    assert outcome == Outcome("dead_lettered", error_type=error_type)
+    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 2  # the full row (refused), the minimal one
+    [(insert_id, row)] = warehouse.tables[DEAD_LETTER_TABLE]
+    assert insert_id == f"{msg.message_id}:{error_type}:minimal"
+    assert row["dead_letter_id"] == row["pubsub_message_id"] == msg.message_id
+    assert row["error_type"] == error_type
+    assert datetime.fromisoformat(row["publish_time"]) == msg.publish_time
+    assert json.loads(row["attributes"]) == {"sns_message_id": SNS_ID, "sns_topic_arn": TOPIC_ARN}
+    payload = base64.b64decode(row["payload"])
+    assert len(msg.data) > len(payload) > 0 and msg.data.startswith(payload)
+    assert "row larger than the maximum allowed" in row["error_message"]
+    assert f"payload truncated to {len(payload)} of {len(msg.data)} bytes" in row["error_message"]
+    assert row["function_version"] == VERSION
+    assert len(json.dumps(row)) < 200_000
+    # Still the one line the dead-letter metric counts, plus an ERROR for the refusal.
+    [line] = [r for r in caplog.records if r.getMessage().startswith("dead-lettered message: ")]
+    assert line.fields["error_type"] == error_type  # type: ignore[attr-defined]
+    assert line.fields["dead_letter_row"] == "minimal"  # type: ignore[attr-defined]
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+    assert SECRET not in all_log_text(caplog.records)
+
+
+def test_when_even_the_minimal_dead_letter_row_is_refused_the_message_is_not_acknowledged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    refusals = [ValueError("refused"), ValueError("refused again")]
+    warehouse, msg, _ = failing_case("invalid", refusals)
+
+    with pytest.raises(ValueError, match="refused again"):
+        make_loader(warehouse).handle(msg)
+
+    assert warehouse.rows(DEAD_LETTER_TABLE) == []
+    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 2
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
 def test_an_unexpected_warehouse_error_propagates_and_is_not_dead_lettered() -> None:

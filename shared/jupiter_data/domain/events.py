@@ -220,6 +220,41 @@ def dead_letter_row(
     return f"{message.message_id}:{error_type}", row
 
 
+# What a minimal dead letter keeps of the payload: far under BigQuery's row and request limits.
+MINIMAL_PAYLOAD_BYTES = 64 * 1024
+_ID_ATTRIBUTES = ("sns_message_id", "sns_topic_arn")
+
+
+def minimal_dead_letter_row(
+    message: PubSubMessage,
+    error_type: str,
+    error_message: str,
+    refusal: str,
+    received_at: datetime,
+    function_version: str,
+) -> tuple[str, dict[str, Any]]:
+    """For when BigQuery refuses the full dead-letter row (a 10 MB payload is over its row limit):
+    the ids, the reason, why the full row was refused and the payload's first 64 KiB."""
+    kept = message.data[:MINIMAL_PAYLOAD_BYTES]
+    attributes = {k: message.attributes[k][:256] for k in _ID_ATTRIBUTES if k in message.attributes}
+    note = (
+        f" [full dead-letter row refused: {refusal[:1000]}; payload truncated to {len(kept)} of"
+        f" {len(message.data)} bytes; attributes other than {', '.join(_ID_ATTRIBUTES)} dropped]"
+    )
+    row = {
+        "dead_letter_id": message.message_id,
+        "received_at": _timestamp(received_at),
+        "pubsub_message_id": message.message_id,
+        "publish_time": _timestamp(message.publish_time) if message.publish_time else None,
+        "attributes": _compact(attributes),
+        "payload": base64.b64encode(kept).decode("ascii"),
+        "error_type": error_type,
+        "error_message": error_message[:2000] + note,
+        "function_version": function_version,
+    }
+    return f"{message.message_id}:{error_type}:minimal", row
+
+
 def message_from_dead_letter(row: Mapping[str, Any]) -> PubSubMessage:
     """Rebuild the original message from its dead-letter row, for replay."""
     publish_time = row.get("publish_time")

@@ -70,13 +70,27 @@ class Loader:
     ) -> Outcome:
         """Store the message with the full reason; log ``summary`` instead when the reason may quote
         payload values."""
-        row_id, row = events.dead_letter_row(
-            message, error_type, error, self._clock.now(), self._settings.function_version
-        )
-        # Not acknowledged until the dead letter itself is stored: a failure here raises for redelivery.
-        self._warehouse.insert_rows(events.DEAD_LETTER_TABLE, [row], [row_id])
+        now, version = self._clock.now(), self._settings.function_version
+        row_id, row = events.dead_letter_row(message, error_type, error, now, version)
+        fields = {**ids, "error_type": error_type, "dead_letter_row": "full"}
+        # Not acknowledged until a dead letter is stored: a transient failure raises for redelivery.
+        try:
+            self._warehouse.insert_rows(events.DEAD_LETTER_TABLE, [row], [row_id])
+        except ValueError as refused:
+            # Never leave the message to Pub/Sub's dead-letter topic without a recorded reason: store
+            # what BigQuery will surely take. The refusal may quote the row, so only its type is logged.
+            log.error(
+                "BigQuery refused the dead-letter row (%s); storing a minimal one",
+                type(refused).__name__,
+                extra={"fields": fields},
+            )
+            row_id, row = events.minimal_dead_letter_row(
+                message, error_type, error, str(refused), now, version
+            )
+            self._warehouse.insert_rows(events.DEAD_LETTER_TABLE, [row], [row_id])
+            fields["dead_letter_row"] = "minimal"
         reason = error if summary is None else summary
-        log.warning("dead-lettered message: %s", reason, extra={"fields": {**ids, "error_type": error_type}})
+        log.warning("dead-lettered message: %s", reason, extra={"fields": fields})
         return Outcome("dead_lettered", error_type=error_type)
 
 
