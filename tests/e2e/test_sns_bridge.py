@@ -108,6 +108,17 @@ def test_the_deployed_endpoint_refuses_tampering_forgeries_and_other_methods(pla
     assert raw.status_code == 400
     assert "RawMessageDelivery" in raw.json()["detail"]
 
+    # The certificate must come from the SNS host of the topic's region (the local SNS signs as AWS).
+    assert genuine["SigningCertURL"].startswith("https://sns.us-east-1.amazonaws.com/")
+    moved = {**genuine, "SigningCertURL": genuine["SigningCertURL"].replace("us-east-1", "eu-west-1")}
+    other_region = requests.post(url, data=json.dumps(moved), timeout=10)
+    assert (other_region.status_code, other_region.json()["error"]) == (400, "untrusted_url")
+    # Hostile bodies are short 400s from the server as deployed, not 500s.
+    nested = requests.post(url, data=b"[" * 200_000, timeout=10)
+    assert (nested.status_code, nested.json()["error"]) == (400, "invalid_json")
+    surrogate = requests.post(url, data=json.dumps({**genuine, "Message": "\ud800"}), timeout=10)
+    assert (surrogate.status_code, surrogate.json()["error"]) == (400, "invalid_envelope")
+
 
 def test_a_subject_is_signed_as_aws_signs_it_and_cannot_be_altered(platform: LocalStack) -> None:
     """AWS signs Subject when present (moto's own signer leaves it out; the local SNS signs as AWS)."""
