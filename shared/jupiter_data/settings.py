@@ -64,7 +64,7 @@ class Settings:
         reader = _Reader(os.environ if environ is None else environ)
         settings = cls(
             project=reader.get("GOOGLE_CLOUD_PROJECT", _project_id),
-            environment=reader.get("JUPITER_ENV", _one_of(ENVIRONMENTS), default="local"),
+            environment=reader.environment(),
             log_level=reader.get("LOG_LEVEL", _one_of(LOG_LEVELS, upper=True), default="INFO"),
             pubsub_emulator_host=reader.optional("PUBSUB_EMULATOR_HOST", _host_port),
             storage_emulator_host=reader.optional("STORAGE_EMULATOR_HOST", _host_port),
@@ -99,7 +99,7 @@ class BridgeSettings:
             events_topic=reader.get("SNS_EVENTS_TOPIC", _topic_name, default="sns-events"),
             cert_base_url=reader.optional("SNS_CERT_BASE_URL", _loopback_url),
         )
-        if settings.cert_base_url and environ.get("JUPITER_ENV", "local") != "local":
+        if settings.cert_base_url and reader.environment() != "local":
             reader.problems["SNS_CERT_BASE_URL"] = (
                 "is for local emulation only: refused unless JUPITER_ENV=local"
             )
@@ -146,7 +146,7 @@ class AmplitudeSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AmplitudeSettings:
         environ = os.environ if environ is None else environ
         reader = _Reader(environ)
-        local = environ.get("JUPITER_ENV", "local") == "local"
+        local = reader.environment() == "local"
         settings = cls(
             api_base_url=reader.get(
                 "AMPLITUDE_API_BASE_URL", _base_url(allow_http=local), default="https://amplitude.com"
@@ -195,6 +195,7 @@ SETTING_NAMES = (
     "STORAGE_EMULATOR_HOST",
     "BIGQUERY_EMULATOR_HOST",
     "BIGQUERY_STORAGE_EMULATOR_HOST",
+    "K_SERVICE",  # set by Cloud Run itself, not by Terraform: JUPITER_ENV is then required
 )
 LOADER_SETTING_NAMES = (
     "LOADER_MAX_RETRY_AGE",
@@ -209,6 +210,7 @@ AMPLITUDE_SETTING_NAMES = (
     "AMPLITUDE_MAX_BAD_LINES",
     "AMPLITUDE_MAX_WINDOW_BYTES",
     "JUPITER_ENV",
+    "K_SERVICE",
 )
 DATA_API_SETTING_NAMES = (
     "FETCH_API_KEYS",
@@ -267,6 +269,14 @@ class _Reader:
         except (ValueError, OverflowError) as exc:
             self.problems[name] = str(exc)
             return None  # type: ignore[return-value]
+
+    def environment(self) -> str:
+        """``JUPITER_ENV``, ``local`` when unset, except on Cloud Run (it sets ``K_SERVICE``): a
+        deployed instance missing it must not start with local-only switches allowed."""
+        if self._environ.get("JUPITER_ENV", "").strip() or not self._environ.get("K_SERVICE", "").strip():
+            return self.get("JUPITER_ENV", _one_of(ENVIRONMENTS), default="local")
+        self.problems["JUPITER_ENV"] = "is required on Cloud Run (K_SERVICE is set): staging or production"
+        return ""  # never used: raise_if_invalid() raises
 
     def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
         if not self._environ.get(name, "").strip():

@@ -1,9 +1,31 @@
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import functions_framework
 import pytest
 
-from jupiter_data.settings import SETTING_NAMES, Settings, SettingsError, get_settings
+from jupiter_data.local.stack import LocalStack, StackPorts
+from jupiter_data.settings import (
+    ENVIRONMENTS,
+    SETTING_NAMES,
+    AmplitudeSettings,
+    BridgeSettings,
+    Settings,
+    SettingsError,
+    get_amplitude_settings,
+    get_bridge_settings,
+    get_data_api_settings,
+    get_loader_settings,
+    get_settings,
+)
+from tests.conftest import REPO_ROOT
 from tests.support import RecordingEnv
+
+FUNCTIONS = REPO_ROOT / "functions"
 
 VALID = {"GOOGLE_CLOUD_PROJECT": "jupiter-staging"}
 
@@ -67,3 +89,79 @@ def test_get_settings_reads_the_process_environment_once(monkeypatch: pytest.Mon
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "second-project")
     assert get_settings() is first
     assert first.project == "first-project"
+
+
+# ------------------------------------------------------------------------ fail closed on Cloud Run
+
+CLOUD_RUN = {**VALID, "K_SERVICE": "fetch-from-bigquery"}  # Cloud Run sets K_SERVICE on every instance
+BRIDGE = {"SNS_ALLOWED_TOPIC_ARNS": "arn:aws:sns:us-east-1:123456789012:user-events"}
+AMPLITUDE = {"AMPLITUDE_API_KEY": "k", "AMPLITUDE_SECRET_KEY": "s"}
+
+
+def test_on_cloud_run_a_missing_environment_name_is_a_startup_error_not_local() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**CLOUD_RUN, "LOG_LEVEL": "loud"})
+    assert set(err.value.problems) == {"JUPITER_ENV", "LOG_LEVEL"}  # one error naming every bad variable
+    assert "K_SERVICE" in err.value.problems["JUPITER_ENV"]
+    with pytest.raises(SettingsError, match="JUPITER_ENV"):
+        Settings.from_env({**CLOUD_RUN, "JUPITER_ENV": " "})
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_on_cloud_run_a_named_environment_starts(environment: str) -> None:
+    assert Settings.from_env({**CLOUD_RUN, "JUPITER_ENV": environment}).environment == environment
+
+
+def test_off_cloud_run_a_missing_environment_name_still_means_local() -> None:
+    assert Settings.from_env(VALID).environment == "local"
+
+
+def test_local_only_switches_are_refused_on_cloud_run_without_an_environment_name() -> None:
+    """They used to read a missing JUPITER_ENV as local, so they were allowed on such an instance."""
+    with pytest.raises(SettingsError) as err:
+        BridgeSettings.from_env({**CLOUD_RUN, **BRIDGE, "SNS_CERT_BASE_URL": "http://127.0.0.1:5005"})
+    assert set(err.value.problems) == {"JUPITER_ENV", "SNS_CERT_BASE_URL"}
+    with pytest.raises(SettingsError) as err:
+        AmplitudeSettings.from_env(
+            {**CLOUD_RUN, **AMPLITUDE, "AMPLITUDE_API_BASE_URL": "http://127.0.0.1:8090"}
+        )
+    assert set(err.value.problems) == {"JUPITER_ENV", "AMPLITUDE_API_BASE_URL"}
+
+
+@pytest.fixture
+def cold_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """A Cloud Run instance's environment without JUPITER_ENV; what a cold start changes is put back."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**CLOUD_RUN, **BRIDGE, **AMPLITUDE, "FETCH_API_KEYS": f"a:{'0' * 64}"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the function's folder
+    monkeypatch.delitem(sys.modules, "main", raising=False)  # ... and registers the module as 'main'
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield monkeypatch
+    root.handlers, root.level = handlers, level
+    for getter in (get_bridge_settings, get_loader_settings, get_amplitude_settings, get_data_api_settings):
+        getter.cache_clear()  # read by a successful cold start from this test's environment
+
+
+@pytest.mark.parametrize("function", sorted(path.parent.name for path in FUNCTIONS.glob("*/main.py")))
+def test_every_function_refuses_to_start_on_cloud_run_without_an_environment_name(
+    cold_start: pytest.MonkeyPatch, function: str
+) -> None:
+    source = FUNCTIONS / function / "main.py"
+    signature = "http" if "functions_framework.http" in source.read_text() else "cloudevent"
+    with pytest.raises(SettingsError) as err:
+        functions_framework.create_app(target=function, source=str(source), signature_type=signature)
+    assert "JUPITER_ENV" in err.value.problems
+    cold_start.setenv("JUPITER_ENV", "staging")  # the same instance with it set starts
+    get_settings.cache_clear()
+    cold_start.delitem(sys.modules, "main", raising=False)
+    assert functions_framework.create_app(target=function, source=str(source), signature_type=signature)
+
+
+def test_the_local_stack_never_looks_like_cloud_run(tmp_path: Path) -> None:
+    stack = LocalStack(tmp_path, StackPorts(), free_function_ports=True)
+    assert stack.function_services()
+    for service in stack.function_services():
+        assert service.env["JUPITER_ENV"] == "local" and "K_SERVICE" not in service.env
