@@ -49,7 +49,8 @@ SIGNED_FIELDS = {
 }
 _OPTIONAL = {"Subject"}
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
-_TOPIC_REGION = re.compile(r"^arn:aws(?:-[a-z]+)*:sns:([a-z]{2}(?:-[a-z]+)+-\d+):")
+# The region of a topic ARN, as settings.py accepts them in SNS_ALLOWED_TOPIC_ARNS.
+_TOPIC_REGION = re.compile(r"^arn:aws(?:-[a-z]+)*:sns:([a-z0-9-]+):")
 # Values quoted back in error details (and so in logs) are cut to about this many characters.
 ECHO_LIMIT = 100
 # A clock skew tolerated for timestamps from the future (SNS hosts and ours both run NTP).
