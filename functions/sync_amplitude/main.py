@@ -1,7 +1,8 @@
 """Daily (Cloud Scheduler 03:00 UTC → Pub/Sub daily-runs) and on-demand Amplitude sync.
 
 Message data: ``{}`` → yesterday (UTC, at run time); ``{"day": "YYYY-MM-DD"}``; ``{"start": ..., "end": ...}``
-for a backfill (days already synced are skipped); ``"force": true`` re-syncs them.
+for a backfill (days already synced are skipped); ``"force": true`` re-syncs them. A request reaching a
+day that is not complete (before 02:00 UTC the next day) is refused whole, ``force`` or not.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from cloudevents.http import CloudEvent
 from jupiter_data import bootstrap
 from jupiter_data.domain.amplitude_request import days_requested
 from jupiter_data.domain.events import PubSubMessage
-from jupiter_data.ports import SystemClock
 from jupiter_data.settings import get_amplitude_settings
 
 bootstrap.cold_start()
@@ -21,12 +21,13 @@ get_amplitude_settings()  # fail at cold start, naming the variable
 
 @functions_framework.cloud_event
 def sync_amplitude(cloud_event: CloudEvent) -> None:
-    # A bad request is logged and acknowledged (retrying cannot fix it); a failed day raises, so
-    # Pub/Sub redelivers and the day is retried (already-synced days of a range are skipped).
+    # A bad request, or one reaching a day not complete yet, is logged and acknowledged (retrying
+    # cannot fix it: the operator re-sends it after 02:00 UTC); a failed day raises, so Pub/Sub
+    # redelivers and the day is retried (already-synced days of a range are skipped).
     message = PubSubMessage.from_push(cloud_event.data)
-    request = days_requested(message.data, SystemClock().now())
+    sync = bootstrap.amplitude_sync()
+    request = days_requested(message.data, sync.clock.now())
     if request is None:
         return
-    sync = bootstrap.amplitude_sync()
     for day in request.days:
         sync.sync_day(day, force=request.force)

@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -84,7 +84,7 @@ def _utc_datetime(raw: str) -> datetime:
 
 def _sync_amplitude(args: argparse.Namespace) -> int:
     from jupiter_data import bootstrap
-    from jupiter_data.domain.amplitude_request import days_between, yesterday
+    from jupiter_data.domain.amplitude_request import days_between, refuse_incomplete, yesterday
     from jupiter_data.services.amplitude_sync import SyncFailed
     from jupiter_data.settings import SettingsError
 
@@ -92,9 +92,6 @@ def _sync_amplitude(args: argparse.Namespace) -> int:
         print("error: give --day, or both --start and --end", file=sys.stderr)
         return 2
     try:
-        days = (
-            days_between(args.start, args.end) if args.start else [args.day or yesterday(datetime.now(UTC))]
-        )
         totals = {"bytes": 0, "events": 0}
 
         def progress(what: str, amount: int) -> None:
@@ -103,8 +100,15 @@ def _sync_amplitude(args: argparse.Namespace) -> int:
             print(f"\r  {day}: {line}", end="", file=sys.stderr, flush=True)
 
         sync = bootstrap.amplitude_sync(progress)
-    except (SettingsError, ValueError) as exc:
+    except SettingsError as exc:
         print(f"error: {exc} (locally: source .local/stack.env)", file=sys.stderr)
+        return 2
+    now = sync.clock.now()
+    try:
+        days = days_between(args.start, args.end) if args.start else [args.day or yesterday(now)]
+        refuse_incomplete(days, now)  # the whole range, before any day of it is synced; --force too
+    except ValueError as exc:  # a bad range, or a day not complete yet (DayNotComplete)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     failed = 0
     for number, day in enumerate(days, 1):
@@ -173,7 +177,9 @@ def _run(state_dir: Path, free_ports: bool) -> int:
     # the finally below stops it (a signal outside this try left every service orphaned).
     try:
         if "sync_amplitude" in stack.function_urls():
-            day = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+            from jupiter_data.domain.amplitude_request import latest_complete_day
+
+            day = latest_complete_day(datetime.now(UTC)).isoformat()  # yesterday from 02:00 UTC
             stack.trigger_amplitude_sync({"day": day})
             print(f"asked sync_amplitude to sync {day} from the local Amplitude (published to daily-runs)")
         print(_banner(stack), flush=True)

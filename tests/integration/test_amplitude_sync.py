@@ -130,3 +130,39 @@ def test_a_window_too_large_is_split_down_to_hours(
     assert result.status == "succeeded"
     assert [(w[0].hour, w[1].hour) for w in result.windows] == [(0, 5), (6, 11), (12, 17), (18, 23)]
     assert len(table_rows(settings, "amplitude.events", day)) == result.events
+
+
+def test_a_rerun_replaces_exactly_its_day_in_both_tables(
+    settings: Settings, amplitude: AmplitudeExportServer
+) -> None:
+    day, neighbour = date(2026, 11, 17), date(2026, 11, 16)
+    sync = make_sync(settings, amplitude)
+    sync.sync_day(neighbour, force=True)
+    kept = (
+        table_rows(settings, "amplitude.events", neighbour),
+        table_rows(settings, "amplitude.events_properties", neighbour),
+    )
+    assert sync.sync_day(day, force=True).property_rows > 0
+
+    amplitude.configure(property_bags=False)  # the same events, every property bag null
+    try:
+        no_properties = sync.sync_day(day, force=True)
+    finally:
+        amplitude.configure(property_bags=True)
+    assert (no_properties.status, no_properties.property_rows) == ("succeeded", 0)
+    assert len(table_rows(settings, "amplitude.events", day)) == no_properties.events > 0
+    assert table_rows(settings, "amplitude.events_properties", day) == [], "no stale property rows"
+
+    amplitude.configure(empty_days=frozenset({day}))  # Amplitude now answers 404 for the whole day
+    try:
+        empty = sync.sync_day(day, force=True)
+    finally:
+        amplitude.configure(empty_days=frozenset())
+    assert (empty.status, empty.events, empty.property_rows) == ("succeeded", 0, 0)
+    assert table_rows(settings, "amplitude.events", day) == []
+    assert table_rows(settings, "amplitude.events_properties", day) == []
+
+    assert (
+        table_rows(settings, "amplitude.events", neighbour),
+        table_rows(settings, "amplitude.events_properties", neighbour),
+    ) == kept, "the day next to it is untouched"

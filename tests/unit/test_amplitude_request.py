@@ -5,7 +5,15 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from jupiter_data.domain.amplitude_request import days_between, days_requested, parse_request, yesterday
+from jupiter_data.domain.amplitude_request import (
+    DayNotComplete,
+    days_between,
+    days_requested,
+    latest_complete_day,
+    parse_request,
+    refuse_incomplete,
+    yesterday,
+)
 from jupiter_data.settings import AMPLITUDE_SETTING_NAMES, AmplitudeSettings, SettingsError
 from tests.support import RecordingEnv
 
@@ -88,3 +96,61 @@ def test_amplitude_setting_names_lists_exactly_what_from_env_reads() -> None:
     env = RecordingEnv(dict(KEYS))
     AmplitudeSettings.from_env(env)
     assert sorted(set(env.read)) == sorted(AMPLITUDE_SETTING_NAMES)
+
+
+# ------------------------------------------------------------------------- days that are not over yet
+
+
+@pytest.mark.parametrize(
+    ("now", "latest"),
+    [
+        (datetime(2026, 11, 23, 2, 0, tzinfo=UTC), date(2026, 11, 22)),  # complete at 02:00 the next day
+        (datetime(2026, 11, 23, 1, 59, 59, 999999, tzinfo=UTC), date(2026, 11, 21)),
+        (datetime(2026, 11, 23, 3, 0, tzinfo=UTC), date(2026, 11, 22)),  # the scheduled run
+        (datetime(2026, 11, 23, 0, 30, tzinfo=UTC), date(2026, 11, 21)),
+        (datetime(2026, 11, 23, 23, 59, tzinfo=UTC), date(2026, 11, 22)),
+        (datetime(2026, 3, 1, 1, 0, tzinfo=UTC), date(2026, 2, 27)),
+        # 03:30 in UTC+2 is 01:30 UTC: the 22nd is not complete yet.
+        (datetime(2026, 11, 23, 3, 30, tzinfo=timezone(timedelta(hours=2))), date(2026, 11, 21)),
+    ],
+)
+def test_the_latest_complete_day_is_the_day_before_the_last_0200_utc(now: datetime, latest: date) -> None:
+    assert latest_complete_day(now) == latest
+    refuse_incomplete([latest], now)  # no error
+    with pytest.raises(DayNotComplete):
+        refuse_incomplete([latest + timedelta(days=1)], now)
+
+
+@pytest.mark.parametrize(
+    ("document", "now", "refused"),
+    [
+        ({}, datetime(2026, 11, 23, 1, 59, tzinfo=UTC), "2026-11-22"),  # yesterday before 02:00
+        ({"day": "2026-11-23"}, NOW, "2026-11-23"),  # today
+        ({"day": "2026-11-23", "force": True}, NOW, "2026-11-23"),  # force does not override it
+        ({"day": "2027-01-01"}, NOW, "2027-01-01"),  # a future day
+        ({"day": "9999-12-31"}, NOW, "9999-12-31"),  # the last date there is: no overflow
+        ({"start": "2026-11-20", "end": "2026-11-25"}, NOW, "2026-11-23..2026-11-25 (3 days)"),
+    ],
+)
+def test_a_request_reaching_a_day_that_is_not_complete_is_refused_whole(
+    document: dict[str, object], now: datetime, refused: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(DayNotComplete) as error:
+        parse_request(request(document), now)
+    message = str(error.value)
+    assert message.startswith(f"{refused} not complete yet")
+    assert "02:00 UTC" in message and f"latest complete day is {latest_complete_day(now)}" in message
+
+    caplog.clear()
+    assert days_requested(request(document), now) is None, "acknowledged: no day of it is synced"
+    (record,) = caplog.records
+    assert (record.levelname, record.getMessage()) == ("ERROR", "Amplitude sync failed"), "the alert sees it"
+    assert record.fields == {"error": message, "reason": "day not complete"}  # type: ignore[attr-defined]
+
+
+def test_yesterday_is_served_from_0200_utc() -> None:
+    at_two = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    assert parse_request(b"{}", at_two).days == [date(2026, 11, 22)]
+    assert parse_request(request({"start": "2026-11-01", "end": "2026-11-22"}), at_two).days[-1] == date(
+        2026, 11, 22
+    )

@@ -2,18 +2,22 @@
 
 The fake Export API serves real zips written by ``ExportSpec`` (or scripted failures per window) and
 records every window it was asked for. The fake warehouse reads the staged gzip NDJSON back from the
-fake object store, and accepts exactly one script shape for publishing a day (BEGIN; DELETE the
-staged export days; INSERT the staged rows; COMMIT): that shape is the atomic-replacement contract.
+fake object store, and accepts exactly one script shape for publishing a day (BEGIN; for each of the
+two tables, DELETE the day and INSERT the staged rows of the day, if any were staged; COMMIT): that
+shape is the atomic-replacement contract.
 The end-to-end flows (exact counts, re-runs, late events, crash and re-run) live in
 tests/integration/test_amplitude_sync.py; here each test pins down one decision.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
+import logging
 import re
+import sys
 import zipfile
 from collections import defaultdict, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,12 +25,14 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import functions_framework
 import orjson
 import pytest
 
+from jupiter_data import bootstrap, cli
 from jupiter_data.adapters.amplitude_api import AmplitudeAuthError, Download, ExportTooLarge
 from jupiter_data.domain import amplitude
-from jupiter_data.domain.amplitude_request import MAX_DAYS, days_between, yesterday
+from jupiter_data.domain.amplitude_request import MAX_DAYS, DayNotComplete, days_between, yesterday
 from jupiter_data.local.amplitude_data import ExportSpec, hours_between
 from jupiter_data.ports import Row, TransientError
 from jupiter_data.resources import load_resources
@@ -37,6 +43,8 @@ from jupiter_data.services.amplitude_sync import (
     SyncFailed,
     split,
 )
+from jupiter_data.settings import get_amplitude_settings
+from tests.conftest import REPO_ROOT
 from tests.fakes import FakeClock, FakeObjectStore
 
 DAY = date(2026, 11, 20)
@@ -150,9 +158,9 @@ class FakeExportApi:
 
 SCRIPT = re.compile(r"BEGIN TRANSACTION;\n(?P<body>.*\n)COMMIT TRANSACTION;", re.DOTALL)
 REPLACE = re.compile(
-    r"DELETE FROM `(?P<target>[\w.]+)` WHERE export_day IN "
-    r"\(SELECT DISTINCT export_day FROM `(?P<source>[\w.]+)`\);\n"
-    r"INSERT INTO `(?P=target)` SELECT \* FROM `(?P=source)`;\n"
+    r"DELETE FROM `(?P<target>[\w.]+)` WHERE export_day = DATE '(?P<day>\d{4}-\d{2}-\d{2})';\n"
+    r"(?:INSERT INTO `(?P=target)` SELECT \* FROM `(?P<source>[\w.]+)` "
+    r"WHERE export_day = DATE '(?P=day)';\n)?"
 )
 LEDGER_COUNT = re.compile(
     r"SELECT COUNT\(\*\) AS n FROM `ops\.sync_runs` WHERE export_day = @day AND status = 'succeeded'"
@@ -171,7 +179,8 @@ class FakeBulkWarehouse:
         self.store = store
         self.tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.calls: list[tuple[str, str]] = []  # ("load" | "execute" | "drop" | "insert", table or sql)
-        self.scripts: list[list[tuple[str, str]]] = []  # (target, source) of each published script
+        # (target, source or None) of each published script
+        self.scripts: list[list[tuple[str, str | None]]] = []
         self.drop_rows: dict[str, int] = {}
         self.fail_load: dict[str, BaseException] = {}
         self.fail_execute: BaseException | None = None
@@ -236,23 +245,27 @@ class FakeBulkWarehouse:
         self.calls.append(("execute", sql))
         script = SCRIPT.fullmatch(sql)
         assert script is not None, f"not BEGIN TRANSACTION; ... COMMIT TRANSACTION;: {sql!r}"
-        body, pairs, covered = script["body"], [], 0
+        body, covered = script["body"], 0
+        pairs: list[tuple[str, str | None]] = []
+        days = set()
         for match in REPLACE.finditer(body):
             assert match.start() == covered, f"unexpected statement in the script: {body[covered:]!r}"
             covered = match.end()
             pairs.append((match["target"], match["source"]))
+            days.add(match["day"])
         assert pairs and covered == len(body), f"unexpected statement in the script: {body[covered:]!r}"
-        targets = [target for target, _ in pairs]
-        assert len(set(targets)) == len(targets) and set(targets) <= {EVENTS, PROPERTIES}, targets
+        assert [target for target, _ in pairs] == [EVENTS, PROPERTIES], "a day is replaced in both tables"
+        assert len(days) == 1, f"one script replaces one day, not {days}"
         for _, source in pairs:
-            assert source.startswith(STAGING_PREFIX) and source in self.tables, source
+            assert source is None or (source.startswith(STAGING_PREFIX) and source in self.tables), source
         if self.fail_execute is not None:
             raise self.fail_execute  # the transaction rolls back: nothing below happens
+        (day,) = days
         replaced: dict[str, list[dict[str, Any]]] = {}
         for target, source in pairs:
-            days = {row["export_day"] for row in self.tables[source]}
-            kept = [row for row in self.tables[target] if row["export_day"] not in days]
-            replaced[target] = kept + [dict(row) for row in self.tables[source]]
+            kept = [row for row in self.tables[target] if row["export_day"] != day]
+            staged = self.tables[source] if source is not None else []
+            replaced[target] = kept + [dict(row) for row in staged if row["export_day"] == day]
         self.tables.update(replaced)  # all or nothing, like COMMIT
         self.scripts.append(pairs)
 
@@ -471,8 +484,8 @@ def test_a_day_without_data_succeeds_with_zero_rows_loads_nothing_and_is_recorde
     assert (result.status, result.events, result.property_rows, result.windows) == ("succeeded", 0, 0, [])
     assert h.api.requests == [window(0, 23)]
     assert h.names(RAW) == [] and h.names(STAGED) == []
-    assert h.warehouse.loads() == [] and h.warehouse.executes() == []
-    assert h.warehouse.staging_tables() == []
+    assert h.warehouse.loads() == [] and h.warehouse.staging_tables() == []
+    assert h.warehouse.scripts == [[(EVENTS, None), (PROPERTIES, None)]], "the day is emptied in both tables"
     row = only_ledger_row(h)
     assert (row["status"], row["events_rows"], row["properties_rows"], row["windows"]) == (
         "succeeded",
@@ -874,3 +887,172 @@ def test_days_between_allows_a_leap_year_and_refuses_longer_ranges() -> None:
 )
 def test_yesterday_is_the_utc_day_before_now(now: datetime, expected: date) -> None:
     assert yesterday(now) == expected
+
+
+# ----------------------------------------------------------------------- days that are not over yet
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        pytest.param(MIDNIGHT + timedelta(hours=12), id="today"),
+        pytest.param(datetime(2026, 11, 21, 1, 59, 59, 999999, tzinfo=UTC), id="yesterday-before-0200"),
+        pytest.param(MIDNIGHT - timedelta(days=3), id="a-future-day"),
+    ],
+)
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"force": True}, {"dry_run": True}], ids=["plain", "force", "dry-run"]
+)
+def test_a_day_that_is_not_complete_is_refused_before_any_work_and_never_recorded(
+    now: datetime, kwargs: dict[str, bool]
+) -> None:
+    h = Harness()
+    h.clock.current = now
+    with pytest.raises(DayNotComplete, match="2026-11-20 not complete yet"):
+        h.sync.sync_day(DAY, **kwargs)
+    assert h.api.requests == [] and h.store.objects == {} and h.warehouse.calls == []
+
+
+def test_a_day_is_complete_from_0200_utc_the_next_day() -> None:
+    h = Harness()
+    h.clock.current = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
+    assert h.sync.sync_day(DAY).status == "succeeded"
+
+
+# ---------------------------------------------------- a re-run replaces exactly its day in both tables
+
+
+def test_a_rerun_whose_export_has_events_but_no_properties_leaves_no_stale_property_rows() -> None:
+    h = Harness()
+    h.sync.sync_day(DAY)
+    assert h.warehouse.day_rows(PROPERTIES), "the first export had property rows"
+    other_day = {"export_day": "2026-11-19", "insert_id": "kept"}
+    h.warehouse.tables[PROPERTIES].append(dict(other_day))
+
+    h.api.spec = SPEC.with_options(property_bags=False)  # the same events, every property bag null
+    result = h.sync.sync_day(DAY, force=True)
+
+    assert (result.status, result.property_rows) == ("succeeded", 0)
+    assert len(h.warehouse.day_rows(EVENTS)) == result.events > 0
+    assert h.warehouse.day_rows(PROPERTIES) == [], "the day's old property rows are gone"
+    assert other_day in h.warehouse.tables[PROPERTIES], "other export days are untouched"
+    assert h.sync.sync_day(DAY, force=True).status == "succeeded", "and re-runs keep succeeding"
+
+
+def test_a_rerun_of_a_day_that_now_has_no_data_empties_the_day_in_both_tables() -> None:
+    h = Harness()
+    h.sync.sync_day(DAY)
+    h.api.spec = SPEC.with_options(empty_days=frozenset({DAY}))  # Amplitude answers 404 all day now
+    result = h.sync.sync_day(DAY, force=True)
+
+    assert (result.status, result.events, result.property_rows) == ("succeeded", 0, 0)
+    assert h.warehouse.day_rows(EVENTS) == [] and h.warehouse.day_rows(PROPERTIES) == []
+    assert h.warehouse.staging_tables() == []
+
+
+# ------------------------------------------------------------------- the CLI and the function, on fakes
+
+
+def run_cli(h: Harness, monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    monkeypatch.setattr(bootstrap, "amplitude_sync", lambda progress=None: h.sync)
+    return cli.main(["sync-amplitude", *argv])
+
+
+@pytest.mark.parametrize(
+    ("now", "argv", "refused"),
+    [
+        (MIDNIGHT + timedelta(hours=12), ("--day", "2026-11-20", "--force"), "2026-11-20"),
+        (datetime(2026, 11, 21, 1, 0, tzinfo=UTC), (), "2026-11-20"),  # the default: yesterday
+        (NOW, ("--start", "2026-11-18", "--end", "2026-11-22"), "2026-11-21..2026-11-22 (2 days)"),
+        (NOW, ("--day", "2026-11-21", "--dry-run"), "2026-11-21"),
+    ],
+)
+def test_the_cli_refuses_a_request_reaching_a_day_that_is_not_complete_before_any_work(
+    now: datetime,
+    argv: tuple[str, ...],
+    refused: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    h = Harness()
+    h.clock.current = now
+    assert run_cli(h, monkeypatch, *argv) == 2
+    error = capsys.readouterr().err
+    assert f"error: {refused} not complete yet" in error and "02:00 UTC" in error
+    assert h.api.requests == [] and h.warehouse.calls == [], "not even the complete days of a range"
+
+
+def test_the_cli_syncs_a_complete_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness()
+    assert run_cli(h, monkeypatch) == 0  # at NOW, 03:00 on the 21st: yesterday is complete
+    assert [(row["export_day"], row["status"]) for row in h.warehouse.ledger()] == [
+        (DAY.isoformat(), "succeeded")
+    ]
+
+
+FUNCTION_SOURCE = str(REPO_ROOT / "functions" / "sync_amplitude" / "main.py")
+
+
+@pytest.fixture
+def function(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Harness]]:
+    """sync_amplitude as functions-framework serves it (a cold start of its own), on a Harness."""
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "jupiter-test")
+    monkeypatch.setenv("AMPLITUDE_API_KEY", "test-key")
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", "test-secret")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the function's folder
+    monkeypatch.delitem(sys.modules, "main", raising=False)  # ... and registers the module as 'main'
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    get_amplitude_settings.cache_clear()
+    app = functions_framework.create_app(
+        target="sync_amplitude", source=FUNCTION_SOURCE, signature_type="cloudevent"
+    )
+    h = Harness()
+    monkeypatch.setattr(bootstrap, "amplitude_sync", lambda progress=None: h.sync)
+    yield app.test_client(), h
+    get_amplitude_settings.cache_clear()
+    root.handlers, root.level = handlers, level  # cold_start() installed its JSON handler
+
+
+def deliver(client: Any, document: dict[str, Any]) -> int:
+    """A daily-runs message as Eventarc pushes it (binary-mode CloudEvent); the HTTP status."""
+    data = {"message": {"data": base64.b64encode(orjson.dumps(document)).decode(), "messageId": "1"}}
+    headers = {
+        "ce-id": "1",
+        "ce-source": "//pubsub.googleapis.com/projects/jupiter-test/topics/daily-runs",
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-specversion": "1.0",
+    }
+    return int(client.post("/", json=data, headers=headers).status_code)
+
+
+@pytest.mark.parametrize(
+    ("now", "document"),
+    [
+        (datetime(2026, 11, 21, 1, 30, tzinfo=UTC), {}),  # the scheduler's {} before 02:00
+        (NOW, {"day": "2026-11-21", "force": True}),  # today
+        (NOW, {"start": "2026-11-19", "end": "2026-11-22"}),  # a backfill reaching today
+    ],
+)
+def test_the_function_acknowledges_a_request_reaching_an_incomplete_day_and_logs_it_for_the_alert(
+    function: tuple[Any, Harness],
+    now: datetime,
+    document: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, h = function
+    h.clock.current = now
+    assert deliver(client, document) == 200, "acknowledged: a redelivery could not make it complete"
+    assert h.api.requests == [] and h.warehouse.calls == [], "no day of the request was synced"
+    (error,) = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert error.getMessage() == "Amplitude sync failed", "the message the alert's log metric counts"
+    fields = error.fields  # type: ignore[attr-defined]
+    assert fields["reason"] == "day not complete" and "not complete yet" in fields["error"]
+
+
+def test_the_function_syncs_yesterday_at_the_scheduled_hour(function: tuple[Any, Harness]) -> None:
+    client, h = function
+    assert deliver(client, {}) == 200  # NOW is 03:00 UTC on the 21st
+    assert [(row["export_day"], row["status"]) for row in h.warehouse.ledger()] == [
+        (DAY.isoformat(), "succeeded")
+    ]

@@ -4,7 +4,10 @@ Idempotent and atomic per day. Both tables are partitioned by ``export_day``, th
 window (Amplitude selects by upload time), so a run owns exactly its day's partitions: the staged files
 are loaded into run-private staging tables, then one transaction deletes the day from
 ``amplitude.events`` and ``amplitude.events_properties`` and inserts the staged rows. Readers see the
-old day or the new day, never half of one, and a re-run replaces exactly what an earlier run wrote. A
+old day or the new day, never half of one, and a re-run replaces exactly what an earlier run wrote, in
+both tables, even when the new export has no rows for one of them (or none at all). A day is synced
+only once it is complete (02:00 UTC the next day, by the injected clock): earlier, Amplitude holds part
+of it, and a partial day recorded as ``succeeded`` would be skipped ever after. A
 late event (happened yesterday, uploaded today) is in today's export only, so it is loaded once, under
 today's ``export_day``. Memory stays flat: downloads stream to temporary files, the transform streams
 member by member.
@@ -23,6 +26,7 @@ from typing import Any, Protocol
 
 from jupiter_data.adapters.amplitude_api import Download, ExportTooLarge
 from jupiter_data.domain import amplitude
+from jupiter_data.domain.amplitude_request import refuse_incomplete
 from jupiter_data.ports import Clock, ObjectStore, Warehouse
 from jupiter_data.resources import load_resources
 
@@ -92,13 +96,8 @@ class AmplitudeSync:
         clock: Clock,
         progress: Callable[[str, int], None] | None = None,
     ) -> None:
-        self._config, self._api, self._store, self._warehouse, self._clock = (
-            config,
-            api,
-            store,
-            warehouse,
-            clock,
-        )
+        self._config, self._api, self._store, self._warehouse = config, api, store, warehouse
+        self.clock = clock  # public: callers decide "yesterday" and completeness by the same clock
         self._progress = progress or (lambda what, amount: None)
 
     def already_synced(self, day: date) -> bool:
@@ -107,10 +106,12 @@ class AmplitudeSync:
         return int(row["n"]) > 0
 
     def sync_day(self, day: date, force: bool = False, dry_run: bool = False) -> DayResult:
+        """Raises ``DayNotComplete`` (before any work, whatever ``force``) for a day not complete yet."""
+        refuse_incomplete([day], self.clock.now())
         if not force and self.already_synced(day):
             log.info("day already synced; skipping", extra={"fields": {"export_day": day.isoformat()}})
             return DayResult(day, "skipped")
-        started, run_id = self._clock.now(), uuid.uuid4().hex[:12]
+        started, run_id = self.clock.now(), uuid.uuid4().hex[:12]
         result = DayResult(day, "dry_run" if dry_run else "running")
         try:
             with tempfile.TemporaryDirectory(prefix="amplitude-") as tmp:
@@ -142,7 +143,7 @@ class AmplitudeSync:
                     self._store.upload(
                         self._config.raw_bucket, f"raw/{day}/{label}.zip", raw, "application/zip",
                         {"window": label, "sha256": download.sha256, "size": str(download.size),
-                         "fetched_at": self._clock.now().isoformat()},
+                         "fetched_at": self.clock.now().isoformat()},
                     )  # fmt: skip
             outputs = {name: tmp / f"{label}-{name}.json.gz" for name in ("events", "properties", "bad")}
             with (
@@ -237,18 +238,20 @@ class AmplitudeSync:
                     f"reconciliation failed for {day}: transformed {result.events} events and "
                     f"{result.property_rows} property rows, load jobs loaded {loaded}; nothing published"
                 )
-            if loaded:
-                # One transaction: readers see the old day or the new one, never a mix. Table names are
-                # code constants and run ids; the day comes from the staged rows themselves.
-                statements = [
-                    f"DELETE FROM `{tables[name]}` WHERE export_day IN "  # noqa: S608 - constants only
-                    f"(SELECT DISTINCT export_day FROM `{staging[name]}`);\n"
-                    f"INSERT INTO `{tables[name]}` SELECT * FROM `{staging[name]}`;"
-                    for name in loaded
-                ]
-                self._warehouse.execute(
-                    "BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;"
-                )
+            # One transaction: readers see the old day or the new one, never a mix. The run owns its day
+            # in both tables whatever it staged (a table without rows this time loses its old ones too),
+            # and writes nothing outside it. Table names are code constants and run ids; the day is a
+            # DATE literal formatted from a date (digits and dashes only), as the emulator takes no
+            # parameters in a script.
+            day_is = f"export_day = DATE '{day:%Y-%m-%d}'"
+            statements = []
+            for name, table in tables.items():
+                statements.append(f"DELETE FROM `{table}` WHERE {day_is};")  # noqa: S608 - see above
+                if name in loaded:
+                    statements.append(
+                        f"INSERT INTO `{table}` SELECT * FROM `{staging[name]}` WHERE {day_is};"  # noqa: S608
+                    )
+            self._warehouse.execute("BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;")
         finally:
             for table in staging.values():
                 self._warehouse.drop_table(table)
@@ -265,7 +268,7 @@ class AmplitudeSync:
             )
 
     def _record(self, run_id: str, result: DayResult, started: datetime) -> None:
-        finished = self._clock.now()
+        finished = self.clock.now()
         row = {
             "run_id": run_id,
             "source": "amplitude",
