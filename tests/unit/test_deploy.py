@@ -56,6 +56,8 @@ class RecordingTerraform:
 def repo(tmp_path: Path) -> Path:
     """A throwaway repository with the real Pipfile.lock and one function, for the build step."""
     (tmp_path / "functions" / "hello").mkdir(parents=True)
+    for env in deploy.ENVIRONMENTS:
+        deploy.environment_dir(tmp_path, env).mkdir(parents=True)
     (tmp_path / "functions" / "hello" / "main.py").write_text("def hello(request):\n    return 'hi'\n")
     shutil.copy(REPO / "Pipfile.lock", tmp_path / "Pipfile.lock")
     shutil.copy(REPO / "Pipfile", tmp_path / "Pipfile")
@@ -65,7 +67,12 @@ def repo(tmp_path: Path) -> Path:
 
 
 def run(
-    repo: Path, action: str, env: str, terraform: RecordingTerraform, approve: bool = False
+    repo: Path,
+    action: str,
+    env: str,
+    terraform: RecordingTerraform,
+    approve: bool = False,
+    saved_plan: bool = False,
 ) -> PlanSummary:
     return deploy.deploy(
         action,
@@ -74,7 +81,18 @@ def run(
         state_bucket="state-bucket",
         approve_production=approve,
         terraform=terraform,
+        saved_plan=saved_plan,
     )
+
+
+def leave_a_plan(repo: Path, env: str) -> bytes:
+    """What a plan job leaves for the apply job: the plan file and the archives it uploads."""
+    plan = deploy.environment_dir(repo, env) / deploy.PLAN_FILE
+    plan.write_bytes(b"the reviewed plan")
+    (repo / "dist").mkdir()
+    manifest = b'{"hello": {"archive": "hello-reviewed.zip"}}'
+    (repo / "dist" / "manifest.json").write_bytes(manifest)
+    return manifest
 
 
 def test_the_summary_counts_each_kind_of_change() -> None:
@@ -101,10 +119,39 @@ def test_apply_applies_exactly_the_saved_plan(repo: Path) -> None:
 def test_production_is_applied_only_with_approval(repo: Path) -> None:
     terraform = RecordingTerraform()
     with pytest.raises(DeployError, match="--approve-production"):
-        run(repo, "apply", "production", terraform)
+        run(repo, "apply", "production", terraform, saved_plan=True)
     assert terraform.calls == [], "nothing runs before the guard"
     run(repo, "plan", "production", terraform)  # planning needs no approval
-    run(repo, "apply", "production", RecordingTerraform(), approve=True)
+    (deploy.environment_dir(repo, "production") / deploy.PLAN_FILE).write_bytes(b"plan")  # terraform's
+    run(repo, "apply", "production", RecordingTerraform(), approve=True, saved_plan=True)
+
+
+def test_production_applies_only_a_saved_plan_never_a_fresh_one(repo: Path) -> None:
+    terraform = RecordingTerraform()
+    with pytest.raises(DeployError, match="--saved-plan"):
+        run(repo, "apply", "production", terraform, approve=True)
+    assert terraform.calls == [], "no plan made after the approval"
+
+
+def test_a_saved_plan_is_applied_as_left_without_building_or_planning_again(repo: Path) -> None:
+    manifest = leave_a_plan(repo, "production")
+    terraform = RecordingTerraform()
+    assert run(repo, "apply", "production", terraform, approve=True, saved_plan=True) == summarise(PLAN)
+    assert [step for step, _, _ in terraform.calls] == ["init", "show", "apply"]
+    assert terraform.calls[1][1] == terraform.calls[2][1] == (deploy.PLAN_FILE,)
+    assert (repo / "dist" / "manifest.json").read_bytes() == manifest, "the archives the plan uploads"
+    assert (
+        deploy.environment_dir(repo, "production") / deploy.PLAN_FILE
+    ).read_bytes() == b"the reviewed plan"
+
+
+def test_without_the_saved_plan_nothing_runs(repo: Path) -> None:
+    terraform = RecordingTerraform()
+    with pytest.raises(DeployError, match=r"no saved plan to apply: .*jupiter\.tfplan"):
+        run(repo, "apply", "staging", terraform, saved_plan=True)
+    assert terraform.calls == []
+    with pytest.raises(DeployError, match="--saved-plan is for apply"):
+        run(repo, "plan", "staging", terraform, saved_plan=True)
 
 
 @pytest.mark.parametrize("step", ["init", "plan", "show", "apply"])

