@@ -37,7 +37,7 @@ PLATFORM = TERRAFORM / "modules" / "platform"
 BIN = Path(sys.executable).parent
 
 # Read by the code but never set by Terraform: emulator hosts and local-only switches, refused outside
-# JUPITER_ENV=local, and K_REVISION, which Cloud Run sets itself.
+# JUPITER_ENV=local, and K_REVISION and K_SERVICE, which Cloud Run sets itself.
 LOCAL_ONLY = {
     "PUBSUB_EMULATOR_HOST",
     "STORAGE_EMULATOR_HOST",
@@ -45,7 +45,7 @@ LOCAL_ONLY = {
     "BIGQUERY_STORAGE_EMULATOR_HOST",
     "SNS_CERT_BASE_URL",
 }
-SET_BY_PLATFORM = {"K_REVISION"}
+SET_BY_PLATFORM = {"K_REVISION", "K_SERVICE"}
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
 READS = {
     "sns_to_pubsub": code_settings.BRIDGE_SETTING_NAMES,
