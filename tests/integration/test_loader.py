@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import threading
 import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
-from jupiter_data.domain.events import PubSubMessage
-from jupiter_data.ports import SystemClock
+from jupiter_data.domain.events import DEAD_LETTER_TABLE, EVENTS_TABLE, PubSubMessage
+from jupiter_data.ports import Row, SystemClock, TransientError
 from jupiter_data.services.loader import Loader
 from jupiter_data.services.replay import replay_dead_letters
 from jupiter_data.settings import LoaderSettings, Settings
@@ -113,3 +120,126 @@ def test_replay_loads_what_passes_now_and_only_once(settings: Settings, loader: 
     )
     sns_id = fixable.attributes["sns_message_id"]
     assert rows == [{"event_id": f"{sns_id}:0"}, {"event_id": f"{sns_id}:1"}]
+
+
+# --- configuration errors (finding 8) ------------------------------------------------------------------
+
+
+def test_an_insert_into_a_missing_table_is_a_transient_configuration_error_logged_at_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    warehouse = BigQueryWarehouse(bigquery_client(settings))
+    table = f"ops.missing_{uuid.uuid4().hex[:10]}"
+    with pytest.raises(TransientError, match="404"):
+        warehouse.insert_rows(table, [{"id": "a"}], ["a"])
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.fields["table"] == table  # type: ignore[attr-defined]
+    assert record.fields["http_status"] == 404  # type: ignore[attr-defined]
+
+
+class Rerouted:
+    """The real adapter, with the loader's events table swapped for another name (one that is missing)."""
+
+    def __init__(self, warehouse: BigQueryWarehouse, routes: Mapping[str, str]) -> None:
+        self._warehouse, self._routes = warehouse, routes
+
+    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
+        self._warehouse.insert_rows(self._routes.get(table, table), rows, row_ids)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        return self._warehouse.query(sql, params)
+
+
+def test_a_missing_events_table_is_retried_and_alerting_never_dead_lettered_as_bad_data(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    real = BigQueryWarehouse(bigquery_client(settings))
+    missing = f"ops.missing_{uuid.uuid4().hex[:10]}"
+    loader = Loader(LOADER_SETTINGS, Rerouted(real, {EVENTS_TABLE: missing}), SystemClock())
+    msg = message([event(f"user-{uuid.uuid4().hex}")])
+
+    with pytest.raises(TransientError):
+        loader.handle(msg)
+
+    dead = query(
+        settings,
+        f"SELECT error_type FROM `{DEAD_LETTER_TABLE}` WHERE pubsub_message_id = @id",
+        id=msg.message_id,
+    )
+    assert dead == [], "a deployment error is not bad data"
+    assert any(r.levelno >= logging.ERROR for r in caplog.records), "the function-errors alert counts ERROR"
+    assert not any(r.getMessage().startswith("dead-lettered message: ") for r in caplog.records)
+
+
+class _BigQueryRefusing(BaseHTTPRequestHandler):
+    """Answers every request as BigQuery does when it refuses one: status and error reason."""
+
+    status = 403
+    reason = "accessDenied"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps(
+            {
+                "error": {
+                    "code": self.status,
+                    "message": f"refused: {self.reason}",
+                    "errors": [{"reason": self.reason, "message": f"refused: {self.reason}"}],
+                    "status": "PERMISSION_DENIED",
+                }
+            }
+        ).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_bigquery() -> Iterator[tuple[BigQueryWarehouse, type[_BigQueryRefusing]]]:
+    handler = type("Handler", (_BigQueryRefusing,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = bigquery.Client(
+        project="jupiter-test",
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{server.server_address[1]}"),
+    )
+    try:
+        yield BigQueryWarehouse(client), handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "expected", "alerts"),
+    [
+        (403, "accessDenied", TransientError, True),  # the function's service account lacks a grant
+        (401, "authError", TransientError, True),  # credentials refused (here: cannot be refreshed)
+        (404, "notFound", TransientError, True),
+        (403, "quotaExceeded", TransientError, False),  # a quota: transient, not a deployment error
+        (400, "invalid", ValueError, False),  # the request itself: never retryable
+    ],
+)
+def test_the_real_client_s_refusals_are_classified_by_status_and_reason(
+    refusing_bigquery: tuple[BigQueryWarehouse, type[_BigQueryRefusing]],
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    reason: str,
+    expected: type[Exception],
+    alerts: bool,
+) -> None:
+    caplog.set_level(logging.INFO)
+    warehouse, handler = refusing_bigquery
+    handler.status, handler.reason = status, reason
+    with pytest.raises(expected, match=None if status == 401 else str(status)):
+        warehouse.insert_rows("ops.all_user_events", [{"event_id": "a"}], ["a"])
+    assert any(r.levelno >= logging.ERROR for r in caplog.records) == alerts

@@ -5,14 +5,18 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import requests
 from google.api_core import exceptions as gexc
+from google.auth import exceptions as auth_exceptions
 from google.cloud import bigquery
 
 from jupiter_data.ports import QueryTimeout, QueryTooExpensive, Row, TransientError
+
+log = logging.getLogger(__name__)
 
 # Within an invocation, retry briefly and then let Pub/Sub redeliver with its backoff, rather than
 # hold the request for the client's ten-minute default.
@@ -34,6 +38,14 @@ def _is_transient(exc: Exception) -> bool:
     # Quota and rate limits come as 403 with these reasons.
     return isinstance(exc, gexc.Forbidden) and any(
         error.get("reason") in ("quotaExceeded", "rateLimitExceeded") for error in exc.errors or []
+    )
+
+
+def _is_configuration_error(exc: Exception) -> bool:
+    """Credentials, a missing grant (401/403) or dataset/table (404): the deployment's fault, not the
+    rows'."""
+    return isinstance(
+        exc, gexc.Unauthorized | gexc.Forbidden | gexc.NotFound | auth_exceptions.GoogleAuthError
     )
 
 
@@ -86,6 +98,20 @@ class BigQueryWarehouse:
         except Exception as exc:
             if _is_transient(exc):
                 raise TransientError(f"streaming insert into {table} failed: {exc}") from exc
+            if _is_configuration_error(exc):
+                # Retried like an outage (the rows are fine: dead-lettering them as bad data would be
+                # wrong) and logged at ERROR, which the function-errors alert counts, until it is fixed.
+                status = getattr(exc, "code", None)
+                log.error(
+                    "BigQuery refused the insert into %s with %s: permission or table missing; "
+                    "Pub/Sub redelivers until it is fixed",
+                    table,
+                    status,
+                    extra={
+                        "fields": {"table": table, "http_status": status, "error_type": "bigquery_config"}
+                    },
+                )
+                raise TransientError(f"streaming insert into {table} failed: {str(exc)[:1000]}") from exc
             raise ValueError(f"streaming insert into {table} refused: {exc}") from exc
         if errors:
             raise ValueError(f"{len(errors)} row(s) rejected by {table}: {errors[:3]}")
