@@ -59,6 +59,7 @@ def repo(tmp_path: Path) -> Path:
     for env in deploy.ENVIRONMENTS:
         deploy.environment_dir(tmp_path, env).mkdir(parents=True)
     (tmp_path / "functions" / "hello" / "main.py").write_text("def hello(request):\n    return 'hi'\n")
+    (tmp_path / "functions" / "hello" / "requirements.in").write_text("functions-framework\n")
     shutil.copy(REPO / "Pipfile.lock", tmp_path / "Pipfile.lock")
     shutil.copy(REPO / "Pipfile", tmp_path / "Pipfile")
     shutil.copytree(REPO / "shared" / "jupiter_data", tmp_path / "shared" / "jupiter_data",
