@@ -46,6 +46,8 @@ LOCAL_ONLY = {
     "SNS_CERT_BASE_URL",
 }
 SET_BY_PLATFORM = {"K_REVISION", "K_SERVICE"}
+# Read by the code, replaced when deployed: the inline key list (the local stack's) by the mounted file.
+NOT_DEPLOYED = {"FETCH_API_KEYS"}
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
 READS = {
     "sns_to_pubsub": code_settings.BRIDGE_SETTING_NAMES,
@@ -142,8 +144,11 @@ def test_every_variable_is_typed_and_described() -> None:
 def test_provider_versions_are_pinned_in_each_root() -> None:
     for root in ROOTS:
         (terraform,) = hcl(TERRAFORM / "environments" / root / "versions.tf")["terraform"]
-        (google,) = attr(terraform, "required_providers")["google"]
-        assert re.fullmatch(r"~> \d+\.\d+", google["version"]), google
+        providers = attr(terraform, "required_providers")
+        for name in ("google", "google-beta"):
+            (provider,) = providers[name]
+            assert re.fullmatch(r"~> \d+\.\d+", provider["version"]), provider
+        assert providers["google"][0]["version"] == providers["google-beta"][0]["version"]
 
 
 def test_environments_differ_where_they_should() -> None:
@@ -179,18 +184,64 @@ def test_terraform_sets_exactly_the_settings_each_function_reads(function: str) 
     deployed = local["function_settings"][function]
     set_by_terraform = set(local["common_env"]) | set(deployed["env"]) | set(deployed["secrets"])
     reads = set(code_settings.SETTING_NAMES) | set(READS[function])
-    assert set_by_terraform == reads - LOCAL_ONLY - SET_BY_PLATFORM
+    assert set_by_terraform == reads - LOCAL_ONLY - SET_BY_PLATFORM - NOT_DEPLOYED
 
 
-def test_secrets_travel_only_as_secret_environment_variables() -> None:
+def test_secrets_come_only_from_secret_manager_and_the_api_key_file_is_mounted_latest() -> None:
     local = platform_locals()["function_settings"]
     secret_names = {"AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "FETCH_API_KEYS"}
     for settings in local.values():
         assert not secret_names & set(settings["env"])
-    assert (
-        set(local["sync_amplitude"]["secrets"]) | set(local["fetch_from_bigquery"]["secrets"]) == secret_names
+    assert set(local["sync_amplitude"]["secrets"]) == {"AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY"}
+    assert not any(
+        local[name]["secrets"] or local[name]["volumes"] for name in ("sns_to_pubsub", "pubsub_to_bigquery")
     )
-    assert not local["sns_to_pubsub"]["secrets"] and not local["pubsub_to_bigquery"]["secrets"]
+    assert not local["sync_amplitude"]["volumes"]
+
+    # Revoking a data API key needs no redeploy: the key list is a file Cloud Run re-reads from Secret
+    # Manager at its latest version, where the code reads it (FETCH_API_KEYS_FILE).
+    fetch = local["fetch_from_bigquery"]
+    assert not fetch["secrets"]
+    ((mount, volume),) = fetch["volumes"].items()
+    assert volume["secret"] == '${google_secret_manager_secret.secrets["fetch-api-keys"].secret_id}'
+    assert (
+        fetch["env"]["FETCH_API_KEYS_FILE"] == f"{mount}/{volume['file']}" == "/secrets/fetch-api-keys/keys"
+    )
+    assert "FETCH_API_KEYS_FILE" in code_settings.DATA_API_SETTING_NAMES
+    function = resource(TERRAFORM / "modules/function/main.tf", "google_cloudfunctions2_function", "function")
+    dynamic = {name: block for d in attr(function, "service_config")["dynamic"] for name, block in d.items()}
+    (content,) = dynamic["secret_volumes"]["content"]
+    assert attr(content, "versions") == {"path": ["${secret_volumes.value.file}"], "version": ["latest"]}
+    calls = hcl(PLATFORM / "functions.tf")["module"][0]["functions"]
+    assert attr(calls, "secret_volumes") == "${local.function_settings[each.key].volumes}"
+    grants = resource(
+        TERRAFORM / "modules/function/main.tf", "google_secret_manager_secret_iam_member", "function"
+    )
+    assert "var.secret_volumes" in attr(grants, "for_each"), "a mounted secret needs the accessor role too"
+
+
+def test_a_per_user_bigquery_query_quota_caps_each_principals_daily_bytes() -> None:
+    quota = resource(
+        PLATFORM / "quotas.tf",
+        "google_service_usage_consumer_quota_override",
+        "bigquery_query_per_user_per_day",
+    )
+    assert attr(quota, "service") == "bigquery.googleapis.com"
+    assert attr(quota, "metric") == '${urlencode("bigquery.googleapis.com/quota/query/usage")}'
+    assert attr(quota, "limit") == '${urlencode("/d/project/user")}'
+    assert attr(quota, "override_value") == "${tostring(var.bigquery_query_gib_per_user_per_day * 1024)}"
+    assert attr(quota, "provider") == "${google-beta}"
+    gib = {
+        root: attr(
+            hcl(TERRAFORM / "environments" / root / "terraform.tfvars"), "bigquery_query_gib_per_user_per_day"
+        )
+        for root in ROOTS
+    }
+    assert 0 < gib["staging"] <= gib["production"]
+    # Well above what FETCH_MAX_BYTES_BILLED lets one call scan, or a few calls would exhaust the day.
+    per_call = platform_locals()["function_settings"]["fetch_from_bigquery"]["env"]["FETCH_MAX_BYTES_BILLED"]
+    assert per_call == "${tostring(10 * 1024 * 1024 * 1024)}"
+    assert gib["staging"] * 1024**3 >= 50 * 10 * 1024**3
 
 
 def test_local_only_settings_cannot_be_set_in_any_environment() -> None:

@@ -48,3 +48,8 @@ variable "alert_notification_channels" {
     error_message = "production needs at least one alert notification channel (projects/<project>/notificationChannels/<id>): an alert nobody receives is no alert."
   }
 }
+
+variable "bigquery_query_gib_per_user_per_day" {
+  type        = number
+  description = "BigQuery GiB each principal (the data API's service account included) may scan per day."
+}

@@ -11,6 +11,8 @@ module "platform" {
   analyst_invokers            = var.analyst_invokers
   analyst_readers             = var.analyst_readers
   alert_notification_channels = var.alert_notification_channels
+
+  bigquery_query_gib_per_user_per_day = var.bigquery_query_gib_per_user_per_day
 }
 
 output "function_uris" {

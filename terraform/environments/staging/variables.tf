@@ -43,3 +43,8 @@ variable "alert_notification_channels" {
   type        = list(string)
   description = "Monitoring notification channels for the alerts."
 }
+
+variable "bigquery_query_gib_per_user_per_day" {
+  type        = number
+  description = "BigQuery GiB each principal (the data API's service account included) may scan per day."
+}

@@ -1,5 +1,6 @@
 # One Cloud Function (2nd gen): its own service account, its source archive under its content hash,
-# settings as environment variables, secrets mounted from Secret Manager, and who may invoke it.
+# settings as environment variables, secrets from Secret Manager (environment variables or mounted
+# files), and who may invoke it.
 # Pub/Sub-triggered functions are reached by a push subscription the caller creates (dead-letter policy
 # and retry policy included), exactly as the local stack wires them.
 
@@ -17,7 +18,7 @@ resource "google_project_iam_member" "function" {
 }
 
 resource "google_secret_manager_secret_iam_member" "function" {
-  for_each  = var.secret_environment
+  for_each  = toset(concat(values(var.secret_environment), [for volume in var.secret_volumes : volume.secret]))
   project   = var.project_id
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
@@ -67,6 +68,21 @@ resource "google_cloudfunctions2_function" "function" {
         project_id = var.project_id
         secret     = secret_environment_variables.value
         version    = "latest"
+      }
+    }
+
+    # A mounted secret is read from Secret Manager on every file read, so a new version takes effect
+    # without a redeploy (an environment variable is resolved once, at instance start).
+    dynamic "secret_volumes" {
+      for_each = var.secret_volumes
+      content {
+        mount_path = secret_volumes.key
+        project_id = var.project_id
+        secret     = secret_volumes.value.secret
+        versions {
+          version = "latest"
+          path    = secret_volumes.value.file
+        }
       }
     }
   }

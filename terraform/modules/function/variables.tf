@@ -46,6 +46,15 @@ variable "secret_environment" {
   default     = {}
 }
 
+variable "secret_volumes" {
+  type = map(object({
+    secret = string
+    file   = string
+  }))
+  description = "Mount path => Secret Manager secret id and file name: its latest version is readable at <mount path>/<file>, re-read from Secret Manager on each read."
+  default     = {}
+}
+
 variable "project_roles" {
   type        = set(string)
   description = "Project-level roles for the function's own service account (resource-level grants live with the resources)."

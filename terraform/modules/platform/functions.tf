@@ -10,6 +10,7 @@ locals {
         SNS_EVENTS_TOPIC       = "sns-events"
       }
       secrets = {}
+      volumes = {}
       roles   = []
       ingress = "ALLOW_ALL" # AWS SNS calls from outside Google; every message is signature-checked
       memory  = "512Mi"
@@ -24,6 +25,7 @@ locals {
         LOADER_BATCH_MAX_WAIT_MS = "50"
       }
       secrets = {}
+      volumes = {}
       roles   = ["roles/bigquery.jobUser"]
       ingress = "ALLOW_INTERNAL_ONLY"
       memory  = "512Mi"
@@ -40,6 +42,7 @@ locals {
         AMPLITUDE_API_KEY    = google_secret_manager_secret.secrets["amplitude-api-key"].secret_id
         AMPLITUDE_SECRET_KEY = google_secret_manager_secret.secrets["amplitude-secret-key"].secret_id
       }
+      volumes = {}
       roles   = ["roles/bigquery.jobUser"]
       ingress = "ALLOW_INTERNAL_ONLY"
       memory  = "2Gi" # /tmp is memory: one window's zip and staged files, see README
@@ -51,9 +54,12 @@ locals {
         FETCH_MAX_RANGE_DAYS   = "92"
         FETCH_MAX_BYTES_BILLED = tostring(10 * 1024 * 1024 * 1024)
         FETCH_QUERY_TIMEOUT    = "30s"
+        FETCH_API_KEYS_FILE    = "/secrets/fetch-api-keys/keys"
       }
-      secrets = {
-        FETCH_API_KEYS = google_secret_manager_secret.secrets["fetch-api-keys"].secret_id
+      secrets = {}
+      # The key list is a mounted file, re-read by the code every 60 s: revoking a key needs no redeploy.
+      volumes = {
+        "/secrets/fetch-api-keys" = { secret = google_secret_manager_secret.secrets["fetch-api-keys"].secret_id, file = "keys" }
       }
       roles   = ["roles/bigquery.jobUser", "roles/bigquery.readSessionUser"]
       ingress = "ALLOW_ALL" # analysts call from their machines; IAM and an API key gate every call
@@ -76,6 +82,7 @@ module "functions" {
   archive_sha256     = local.manifest[each.key].sha256
   environment        = merge(local.common_env, local.function_settings[each.key].env)
   secret_environment = local.function_settings[each.key].secrets
+  secret_volumes     = local.function_settings[each.key].volumes
   project_roles      = toset(local.function_settings[each.key].roles)
   ingress            = local.function_settings[each.key].ingress
   memory             = local.function_settings[each.key].memory

@@ -69,6 +69,16 @@ variable "alert_notification_channels" {
   description = "Monitoring notification channel ids that receive the alerts."
 }
 
+variable "bigquery_query_gib_per_user_per_day" {
+  type        = number
+  description = "BigQuery bytes each principal (the data API's service account included) may scan per day, in GiB: the per-user custom query quota."
+
+  validation {
+    condition     = var.bigquery_query_gib_per_user_per_day >= 1 && floor(var.bigquery_query_gib_per_user_per_day) == var.bigquery_query_gib_per_user_per_day
+    error_message = "bigquery_query_gib_per_user_per_day: a whole number of GiB, at least 1."
+  }
+}
+
 variable "log_level" {
   type        = string
   description = "LOG_LEVEL of every function."

@@ -5,5 +5,9 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 6.20"
     }
+    google-beta = {
+      source  = "hashicorp/google-beta"
+      version = "~> 6.20"
+    }
   }
 }
