@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     sync = commands.add_parser(
         "sync-amplitude", help="sync a day or a range of days from Amplitude (resumable)"
     )
-    sync.add_argument("--day", type=date.fromisoformat, help="YYYY-MM-DD (default: yesterday, UTC)")
+    sync.add_argument(
+        "--day",
+        type=date.fromisoformat,
+        help="YYYY-MM-DD (default: yesterday, UTC); a day can be synced from 02:00 UTC the next day",
+    )
     sync.add_argument("--start", type=date.fromisoformat, help="first day of a backfill")
     sync.add_argument("--end", type=date.fromisoformat, help="last day of a backfill (inclusive)")
     sync.add_argument("--force", action="store_true", help="re-sync days that already succeeded")
