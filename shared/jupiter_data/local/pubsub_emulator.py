@@ -944,6 +944,10 @@ class PubSubEmulator:
                     timeout = float(sub.pb.ack_deadline_seconds)  # as Pub/Sub: up to 600 s
                     body = self._envelope(sub, pending)
                 delivered = self._post(session, url, body, timeout)
+                if not delivered:  # which message and attempt: tests wait on this, operators read it
+                    log.debug(
+                        "push of message %s failed (attempt %d)", pending.message.message_id, pending.attempts
+                    )
                 with self._lock:
                     sub.pushing.discard(pending)
                     if not delivered:
