@@ -25,7 +25,7 @@ from jupiter_data.ports import SystemClock
 from jupiter_data.resources import load_resources
 from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncConfig
 from jupiter_data.services.bridge import Bridge
-from jupiter_data.services.data_api import DataApi, DataApiConfig
+from jupiter_data.services.data_api import Authenticator, DataApi, DataApiConfig, RefreshingKeys
 from jupiter_data.services.loader import Loader
 from jupiter_data.settings import (
     Settings,
@@ -34,6 +34,7 @@ from jupiter_data.settings import (
     get_data_api_settings,
     get_loader_settings,
     get_settings,
+    read_api_keys_file,
 )
 
 
@@ -86,9 +87,12 @@ def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> Amplit
 @functools.cache
 def data_api() -> DataApi:
     settings, api = get_settings(), get_data_api_settings()
+    keys: Authenticator = api.api_keys
+    if (path := api.api_keys_file) is not None:
+        keys = RefreshingKeys(api.api_keys, lambda: read_api_keys_file(path), SystemClock())
     return DataApi(
         DataApiConfig(
-            keys=api.api_keys,
+            keys=keys,
             max_range_days=api.max_range_days,
             max_bytes_billed=api.max_bytes_billed,
             query_timeout_s=api.query_timeout.total_seconds(),

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from jupiter_data.domain.data_api import ApiKeys
@@ -164,9 +165,15 @@ class AmplitudeSettings:
 
 @dataclass(frozen=True)
 class DataApiSettings:
-    """What ``fetch_from_bigquery`` reads on top of ``Settings``. The key digests come from Secret Manager."""
+    """What ``fetch_from_bigquery`` reads on top of ``Settings``.
 
-    api_keys: ApiKeys = field(repr=False)
+    Deployed, the key digests are a Secret Manager secret that Cloud Run mounts as a file at its latest
+    version (``FETCH_API_KEYS_FILE``), re-read while the function runs so that a key can be revoked
+    without a redeploy; ``FETCH_API_KEYS``, the list inline, is for the local stack and tests only.
+    """
+
+    api_keys: ApiKeys = field(repr=False)  # as read at cold start
+    api_keys_file: Path | None
     max_range_days: int
     max_bytes_billed: int
     query_timeout: timedelta
@@ -174,8 +181,21 @@ class DataApiSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DataApiSettings:
         reader = _Reader(os.environ if environ is None else environ)
+        key_file = reader.optional("FETCH_API_KEYS_FILE", _key_file)
+        inline_keys = reader.optional("FETCH_API_KEYS", ApiKeys.parse)
+        if key_file and inline_keys:
+            reader.problems["FETCH_API_KEYS"] = "set FETCH_API_KEYS_FILE or FETCH_API_KEYS, not both"
+        elif inline_keys and reader.environment() != "local":
+            reader.problems["FETCH_API_KEYS"] = (
+                "is for local use only: deployed, keys come from FETCH_API_KEYS_FILE, so that they can "
+                "be revoked without a redeploy"
+            )
+        elif not (key_file or inline_keys or reader.problems):
+            reader.problems["FETCH_API_KEYS_FILE"] = "is required (or FETCH_API_KEYS, locally)"
+        path, file_keys = key_file or (None, None)
         settings = cls(
-            api_keys=reader.get("FETCH_API_KEYS", ApiKeys.parse),
+            api_keys=file_keys or inline_keys or ApiKeys(),
+            api_keys_file=path,
             max_range_days=reader.get("FETCH_MAX_RANGE_DAYS", _int_between(1, 3660), default="92"),
             max_bytes_billed=reader.get(
                 "FETCH_MAX_BYTES_BILLED", _int_between(10 << 20, 10 << 40), default=str(10 << 30)
@@ -213,7 +233,10 @@ AMPLITUDE_SETTING_NAMES = (
     "K_SERVICE",
 )
 DATA_API_SETTING_NAMES = (
+    "FETCH_API_KEYS_FILE",
     "FETCH_API_KEYS",
+    "JUPITER_ENV",
+    "K_SERVICE",
     "FETCH_MAX_RANGE_DAYS",
     "FETCH_MAX_BYTES_BILLED",
     "FETCH_QUERY_TIMEOUT",
@@ -286,6 +309,33 @@ class _Reader:
     def raise_if_invalid(self) -> None:
         if self.problems:
             raise SettingsError(self.problems)
+
+
+MAX_KEY_FILE_BYTES = 64 * 1024  # about 480 keys
+
+
+def read_api_keys_file(path: Path) -> ApiKeys:
+    """The ``name:sha256hex`` entries of a key file (separated by commas or white space), or ``ValueError``
+    saying what is wrong without quoting the file."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ValueError(f"{path} is over {MAX_KEY_FILE_BYTES} bytes")
+    try:
+        return ApiKeys.parse(data.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        reason = "not ASCII" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise ValueError(f"{path}: {reason}") from None
+
+
+def _key_file(raw: str) -> tuple[Path, ApiKeys]:
+    path = Path(raw)
+    if not path.is_absolute():
+        raise ValueError(f"{raw!r} is not an absolute path")
+    return path, read_api_keys_file(path)
 
 
 def _project_id(raw: str) -> str:

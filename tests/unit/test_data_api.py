@@ -6,8 +6,10 @@ import ast
 import csv
 import io
 import json
+import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,22 @@ from typing import Any
 import orjson
 import pytest
 
+from jupiter_data import bootstrap
 from jupiter_data.domain import data_api as domain
 from jupiter_data.domain.data_api import ApiKeys, ApiProblem, CursorKey
 from jupiter_data.ports import QueryTimeout, QueryTooExpensive
 from jupiter_data.services import data_api
-from jupiter_data.services.data_api import CATALOGUE, Call, DataApi, DataApiConfig
+from jupiter_data.services.data_api import (
+    API_KEYS_TTL,
+    CATALOGUE,
+    Call,
+    DataApi,
+    DataApiConfig,
+    RefreshingKeys,
+)
+from jupiter_data.settings import get_data_api_settings, read_api_keys_file
+from tests.fakes import FakeClock
+from tests.support import all_log_text
 
 KEY = "k" * 43
 OTHER_KEY = "o" * 43
@@ -160,6 +173,125 @@ def test_the_openapi_document_needs_no_key_and_is_the_committed_file() -> None:
 def test_api_key_settings_refuse_malformed_entries(raw: str) -> None:
     with pytest.raises(ValueError):
         ApiKeys.parse(raw)
+
+
+def test_a_key_list_may_put_one_entry_per_line() -> None:
+    keys = ApiKeys.parse(f"analysts:{ApiKeys.digest(KEY)}\nbilling-svc:{ApiKeys.digest(OTHER_KEY)}\n")
+    assert [name for name, _ in keys.digests] == ["analysts", "billing-svc"]
+
+
+# ------------------------------------------------------------------------------------ key revocation
+
+
+def write_keys(path: Path, **keys: str) -> None:
+    path.write_text("".join(f"{name}:{ApiKeys.digest(key)}\n" for name, key in keys.items()))
+
+
+def key_file_api(path: Path, clock: FakeClock) -> tuple[DataApi, RefreshingKeys]:
+    keys = RefreshingKeys(read_api_keys_file(path), lambda: read_api_keys_file(path), clock)
+    return DataApi(DataApiConfig(keys=keys), RecordingRunner(), lambda: TODAY), keys
+
+
+def status_for(api: DataApi, key: str) -> int:
+    return call(api, "/v1/metrics/event-counts", RANGE, headers={"Authorization": f"Bearer {key}"})[0]
+
+
+def test_a_key_removed_from_the_key_file_stops_working_within_the_ttl_without_a_restart(
+    tmp_path: Path,
+) -> None:
+    path, clock = tmp_path / "keys", FakeClock()
+    write_keys(path, analysts=KEY, billing=OTHER_KEY)
+    api, _ = key_file_api(path, clock)
+    assert status_for(api, OTHER_KEY) == 200
+    new_key = "n" * 43
+    write_keys(path, analysts=KEY, newcomer=new_key)  # a new secret version: billing revoked
+    clock.advance(seconds=API_KEYS_TTL.total_seconds() - 1)
+    assert (status_for(api, OTHER_KEY), status_for(api, new_key)) == (200, 403)  # within the TTL
+    clock.advance(seconds=1)
+    assert (status_for(api, OTHER_KEY), status_for(api, new_key), status_for(api, KEY)) == (403, 200, 200)
+    write_keys(path, analysts=KEY)
+    clock.advance(hours=-1)  # a clock stepped back does not freeze the list either
+    assert status_for(api, new_key) == 403
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.unlink(),
+        lambda path: path.write_text("analysts:not-a-digest\n"),
+        lambda path: path.write_text(""),
+        lambda path: path.write_bytes(b"\xff" * 10),
+        lambda path: path.write_text(f"a:{'0' * 64}," * 1_000),  # over the size bound
+    ],
+    ids=["missing", "invalid", "empty", "binary", "oversized"],
+)
+def test_a_key_file_broken_after_start_keeps_the_last_good_list_and_logs_an_error_each_ttl(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None]
+) -> None:
+    path, clock = tmp_path / "keys", FakeClock()
+    write_keys(path, analysts=KEY)
+    api, _ = key_file_api(path, clock)
+    assert status_for(api, KEY) == 200
+    damage(path)
+    for _ in range(2):  # not silent: every re-read that fails is an ERROR
+        clock.advance(seconds=API_KEYS_TTL.total_seconds())
+        caplog.clear()
+        assert (status_for(api, KEY), status_for(api, OTHER_KEY)) == (200, 403)  # nobody else gets in
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "keeping the last good" in errors[0].getMessage()
+        assert "0" * 64 not in all_log_text(errors)  # the file's content is never logged
+    write_keys(path, billing=OTHER_KEY)
+    clock.advance(seconds=API_KEYS_TTL.total_seconds())
+    assert (status_for(api, KEY), status_for(api, OTHER_KEY)) == (403, 200)
+
+
+def test_the_function_as_deployed_re_reads_its_key_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """bootstrap wires the file setting to a re-reading key list on the instance's clock."""
+    clock = FakeClock()
+    write_keys(tmp_path / "keys", analysts=KEY)
+    env = {"GOOGLE_CLOUD_PROJECT": "jupiter-test", "BIGQUERY_EMULATOR_HOST": "127.0.0.1:9",
+           "FETCH_API_KEYS_FILE": str(tmp_path / "keys")}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(bootstrap, "SystemClock", lambda: clock)
+    get_data_api_settings.cache_clear()
+    bootstrap.data_api.cache_clear()
+    try:
+        api = bootstrap.data_api()
+        # A request that fails validation after authentication runs no query: 400 means "let in".
+        assert call(api, "/v1/events")[0] == 400
+        write_keys(tmp_path / "keys", billing=OTHER_KEY)
+        clock.advance(seconds=API_KEYS_TTL.total_seconds())
+        assert call(api, "/v1/events")[0] == 403
+    finally:
+        get_data_api_settings.cache_clear()
+        bootstrap.data_api.cache_clear()
+
+
+def test_while_one_request_re_reads_the_key_file_the_others_go_on_with_the_current_list(
+    tmp_path: Path,
+) -> None:
+    path, clock = tmp_path / "keys", FakeClock()
+    write_keys(path, analysts=KEY)
+    reading, release = threading.Event(), threading.Event()
+    loads: list[int] = []
+
+    def slow_load() -> ApiKeys:
+        loads.append(1)
+        reading.set()
+        release.wait()
+        return read_api_keys_file(path)
+
+    keys = RefreshingKeys(read_api_keys_file(path), slow_load, clock)
+    first = threading.Thread(target=keys.current)
+    first.start()
+    assert reading.wait(timeout=60)  # a guard against hanging, not a speed bound
+    assert keys.caller(f"Bearer {KEY}") == "analysts"  # answered while the re-read is still blocked
+    release.set()
+    first.join()
+    assert len(loads) == 1
 
 
 # ---------------------------------------------------------------------------------------- routing

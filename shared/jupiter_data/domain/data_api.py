@@ -334,7 +334,7 @@ class ApiKeys:
     @classmethod
     def parse(cls, raw: str) -> ApiKeys:
         entries = []
-        for item in filter(None, (part.strip() for part in raw.split(","))):
+        for item in filter(None, re.split(r"[,\s]+", raw)):  # one per line in a key file
             name, _, digest = item.partition(":")
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name) or not re.fullmatch(
                 r"[0-9a-f]{64}", digest

@@ -16,18 +16,19 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from jupiter_data.domain import data_api as api
 from jupiter_data.domain.data_api import ApiKeys, ApiProblem, CursorKey, EventFilter, QueryArgs
-from jupiter_data.ports import QueryRunner, QueryTimeout, QueryTooExpensive
+from jupiter_data.ports import Clock, QueryRunner, QueryTimeout, QueryTooExpensive
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,68 @@ ORDER BY event_type
 # ------------------------------------------------------------------------------------------------ config
 
 
+class Authenticator(Protocol):
+    def caller(self, authorization: str | None) -> str:
+        """The caller's name for an ``Authorization`` header, or an ``ApiProblem`` (401/403)."""
+
+
+# How long a revoked key keeps working at most: each instance re-reads the key file this often.
+API_KEYS_TTL = timedelta(seconds=60)
+
+
+class RefreshingKeys:
+    """The key list of a file (Cloud Run's mount of a secret's latest version), re-read at most once per
+    ``ttl`` so that a revoked key stops working within it, and Secret Manager sees one read a minute per
+    instance, not one per request.
+
+    A re-read that fails (unreadable mount, invalid version) keeps the last good list and logs an ERROR
+    each time: neither letting everyone in nor locking every caller out. The first list is read at
+    cold start, where a bad file stops the instance instead (``DataApiSettings``).
+    """
+
+    def __init__(
+        self, keys: ApiKeys, load: Callable[[], ApiKeys], clock: Clock, ttl: timedelta = API_KEYS_TTL
+    ) -> None:
+        self._keys, self._load, self._clock, self._ttl = keys, load, clock, ttl
+        self._read_at: datetime | None = None  # the cold-start list may be old: re-read on first use
+        self._lock = threading.Lock()
+
+    def caller(self, authorization: str | None) -> str:
+        return self.current().caller(authorization)
+
+    def current(self) -> ApiKeys:
+        # One thread re-reads; the others go on with the current list meanwhile instead of queueing.
+        if self._fresh(self._clock.now()) or not self._lock.acquire(blocking=False):
+            return self._keys
+        try:
+            now = self._clock.now()
+            if not self._fresh(now):
+                self._read_at = now
+                self._reload()
+        finally:
+            self._lock.release()
+        return self._keys
+
+    def _fresh(self, now: datetime) -> bool:
+        return self._read_at is not None and self._read_at <= now < self._read_at + self._ttl
+
+    def _reload(self) -> None:
+        try:
+            keys = self._load()
+        except ValueError as exc:
+            log.error(
+                "API key list not re-read: keeping the last good one",
+                extra={"fields": {"error": str(exc)[:300], "keys": len(self._keys.digests)}},
+            )
+            return
+        if keys != self._keys:
+            log.info("API key list changed", extra={"fields": {"keys": len(keys.digests)}})
+            self._keys = keys
+
+
 @dataclass(frozen=True)
 class DataApiConfig:
-    keys: ApiKeys
+    keys: Authenticator
     max_range_days: int = 92
     max_bytes_billed: int = 10 * 1024**3
     query_timeout_s: float = 30.0
