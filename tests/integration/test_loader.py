@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
@@ -243,3 +244,85 @@ def test_the_real_client_s_refusals_are_classified_by_status_and_reason(
     with pytest.raises(expected, match=None if status == 401 else str(status)):
         warehouse.insert_rows("ops.all_user_events", [{"event_id": "a"}], ["a"])
     assert any(r.levelno >= logging.ERROR for r in caplog.records) == alerts
+
+
+# --- a refused dead-letter row (finding 7) --------------------------------------------------------------
+
+# BigQuery refuses a streaming insert request over 10 MB; the emulator has no such limit, so a proxy in
+# front of it answers as BigQuery does. Scaled down to 1 MB to keep the test light.
+REQUEST_LIMIT = 1_000_000
+
+
+class _SizeLimitingProxy(BaseHTTPRequestHandler):
+    emulator = ""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if len(body) > REQUEST_LIMIT:
+            message = f"Request payload size exceeds the limit: {REQUEST_LIMIT} bytes."
+            error = {
+                "code": 400,
+                "message": message,
+                "errors": [{"reason": "badRequest", "message": message}],
+            }
+            self._answer(400, json.dumps({"error": error}).encode(), "application/json")
+            return
+        upstream = requests.post(
+            self.emulator + self.path,
+            data=body,
+            headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+            timeout=30,
+        )
+        self._answer(upstream.status_code, upstream.content, upstream.headers.get("Content-Type", ""))
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_message_too_large_for_a_dead_letter_row_leaves_a_minimal_dead_letter_with_its_reason(
+    settings: Settings,
+) -> None:
+    host = settings.bigquery_emulator_host
+    assert host
+    emulator = host if host.startswith("http") else f"http://{host}"
+    handler = type("Proxy", (_SizeLimitingProxy,), {"emulator": emulator})
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        client = bigquery.Client(
+            project=settings.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options=ClientOptions(api_endpoint=f"http://127.0.0.1:{proxy.server_address[1]}"),
+        )
+        loader = Loader(LOADER_SETTINGS, BigQueryWarehouse(client), SystemClock())
+        user = f"user-{uuid.uuid4().hex}"
+        huge = message([{**event(user), "note": "n" * REQUEST_LIMIT}])  # valid, but over the limit
+
+        outcome = loader.handle(huge)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+    assert outcome.status == "dead_lettered" and outcome.error_type == "rejected_by_bigquery"
+    [row] = query(
+        settings,
+        "SELECT dead_letter_id, error_type, error_message, payload, attributes "
+        f"FROM `{DEAD_LETTER_TABLE}` WHERE pubsub_message_id = @id",
+        id=huge.message_id,
+    )
+    assert row["error_type"] == "rejected_by_bigquery"
+    assert "Request payload size exceeds the limit" in row["error_message"]
+    assert "full dead-letter row refused" in row["error_message"]
+    payload = base64.b64decode(row["payload"])
+    assert 0 < len(payload) < len(huge.data) and huge.data.startswith(payload)
+    assert json.loads(row["attributes"])["sns_message_id"] == huge.attributes["sns_message_id"]
+    assert query(settings, "SELECT COUNT(*) AS n FROM `ops.all_user_events` WHERE user_id = @u", u=user) == [
+        {"n": 0}
+    ]
