@@ -2,7 +2,10 @@
 
     .venv/bin/python bench/amplitude_transform.py [--small 100000] [--large 500000] [--seed 7]
 
-In one run, local only, bounded to well under 5 minutes (about 2.5 minutes on 2 CPUs):
+In one run, local only, about 2.5 minutes on 2 CPUs. No fixed time budget: the first run of each
+kind (generation, real, naive) is bounded generously (``FIRST_RUN_SECONDS``) and the large size's is
+scaled from the small size's measured time (``SLACK`` x small time x size ratio), so a slower machine
+gets proportionally longer and only a hung or disproportionately slow run stops the bench:
   * two deterministic one-day exports (``ExportSpec``, 2024-03-01 00..23 UTC, about ``--small`` and
     ``--large`` events, malformed lines at 0.05 % so the dead-letter path runs too) are generated into
     a temporary directory, in parallel; generation time is not part of any figure;
@@ -37,7 +40,8 @@ against the 9-minute event-function timeout.
 Exit 0: both implementations wrote exactly the generator's events (``ExportStats.events``), its
 malformed lines as dead letters and its late events, the same number of property rows, and the real
 outputs hold exactly the rows reported, whether or not the targets were met (printed MET/MISSED).
-Exit 1: a count disagrees. Exit 2: the benchmark could not run (a child failed, the budget ran out).
+Exit 1: a count disagrees. Exit 2: the benchmark could not run (a child failed, or ran past its
+scaled time limit).
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ from jupiter_data.domain import amplitude
 if TYPE_CHECKING:  # the children import only what the transform needs (the idle child shows that)
     from jupiter_data.local.amplitude_data import ExportStats
 
-BUDGET_SECONDS = 280.0  # the whole run, generation and clean-up included, stays under 5 minutes
-RESERVE_SECONDS = 15.0  # kept back from the children for output verification and clean-up
+FIRST_RUN_SECONDS = 900.0  # nothing measured yet to scale from: generous (~20 s here), and bounded
+SLACK = 10.0  # a large run may take this many times what the small one of its kind predicts
+MIN_SCALED_SECONDS = 60.0
 EXPORT_DAY = date(2024, 3, 1)
 MALFORMED_RATE = 0.0005  # below the transform's default max_bad_fraction (0.001)
 COMPRESSLEVEL = amplitude.DEFAULT_COMPRESSLEVEL  # both implementations write gzip level 1
@@ -89,7 +94,7 @@ MIB = 1 << 20
 
 
 class BenchError(Exception):
-    """The benchmark could not run (a child failed, the time budget ran out): exit 2."""
+    """The benchmark could not run (a child failed, or ran past its scaled time limit): exit 2."""
 
 
 # -- the naive baseline ----------------------------------------------------------------------------
@@ -283,10 +288,15 @@ def child(kind: str, zip_path: str, outdir: str) -> dict[str, Any]:
     return result
 
 
-def run_child(kind: str, zip_path: Path | None, outdir: Path, deadline: float) -> dict[str, Any]:
-    timeout = deadline - RESERVE_SECONDS - time.monotonic()
-    if timeout < 5:
-        raise BenchError(f"time budget of {BUDGET_SECONDS:.0f} s exhausted before the {kind} run")
+def time_limit(measured_seconds: float | None, scale: float) -> float:
+    """Seconds a run may take: ``FIRST_RUN_SECONDS`` with nothing measured yet, otherwise ``SLACK`` times
+    the measured time of the same kind of run on ``1/scale`` of the work (at least ``MIN_SCALED_SECONDS``)."""
+    if measured_seconds is None:
+        return FIRST_RUN_SECONDS
+    return max(MIN_SCALED_SECONDS, SLACK * measured_seconds * scale)
+
+
+def run_child(kind: str, zip_path: Path | None, outdir: Path, timeout: float) -> dict[str, Any]:
     outdir.mkdir(parents=True, exist_ok=True)
     # Through /bin/sh: on Linux a process started straight from this one (vfork + exec) starts with
     # this process's peak RSS in its ru_maxrss; the shell's fork gives the child a clean count.
@@ -302,7 +312,7 @@ def run_child(kind: str, zip_path: Path | None, outdir: Path, deadline: float) -
     except subprocess.TimeoutExpired:
         process.kill()
         process.communicate()
-        raise BenchError(f"the {kind} run did not finish within the time budget ({timeout:.0f} s)") from None
+        raise BenchError(f"the {kind} run did not finish within its time limit ({timeout:.0f} s)") from None
     finally:
         watch.stop()
     if process.returncode != 0:
@@ -688,7 +698,6 @@ def run() -> int:
     parser.add_argument("--large", type=int, default=500_000, help="events in the large export (about)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    deadline = time.monotonic() + BUDGET_SECONDS
     print(machine())
     work = Path(tempfile.mkdtemp(prefix="bench-amplitude-"))
     try:
@@ -699,8 +708,14 @@ def run() -> int:
                 pool.submit(generate, work / f"export-{label}.zip", max(1, round(n / 24)), args.seed)
                 for label, n in zip(labels, (args.small, args.large), strict=True)
             ]
+            scale = args.large / args.small
             for label, future in zip(labels, futures, strict=True):
-                export, seconds = future.result(timeout=max(1.0, deadline - time.monotonic()))
+                small_seconds = sizes[0].generation_seconds if sizes else None
+                limit = time_limit(small_seconds, scale)
+                try:
+                    export, seconds = future.result(timeout=limit)
+                except TimeoutError:
+                    raise BenchError(f"generating the {label} export took over {limit:.0f} s") from None
                 sizes.append(Size(label, work / f"export-{label}.zip", export, seconds))
         for size in sizes:
             export = size.export
@@ -709,11 +724,14 @@ def run() -> int:
                 f"({export.late:,} late), {export.members} members, zip {export.bytes / MB:,.1f} MB "
                 f"(generated in {size.generation_seconds:.1f} s, not timed)"
             )
-        idle = run_child("idle", None, work / "idle", deadline)
+        idle = run_child("idle", None, work / "idle", FIRST_RUN_SECONDS)
         for size in sizes:
             for kind in ("real", "naive"):
                 outdir = work / f"{kind}-{size.label}"
-                result = run_child(kind, size.zip_path, outdir, deadline)
+                small_run = getattr(sizes[0], kind) if size is not sizes[0] else None
+                measured = None if small_run is None else small_run["child_wall_seconds"]
+                scale = size.export.events / sizes[0].export.events
+                result = run_child(kind, size.zip_path, outdir, time_limit(measured, scale))
                 setattr(size, kind, result)
                 other = result["other_cpu_seconds"] / result["child_wall_seconds"]
                 print(

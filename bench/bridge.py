@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bridge.py [--messages 3000] [--concurrency 32] [--rate 200] [--duration 10]
 
-In one run, bounded to well under 90 s:
+In one run, about 30 s here; every phase is capped in time (a capped phase is reported and misses its
+target) and every wait is bounded but generous, so a slower machine yields MISSED rows, not a crash:
   * in-process: the project's Pub/Sub emulator (topic ``sns-events`` in project ``jupiter-bench`` with
     a pull subscription that retains every message) and a tiny HTTP server playing the SNS
     certificate host (``SNS_CERT_BASE_URL``), serving the test signer's certificate;
@@ -19,7 +20,7 @@ In one run, bounded to well under 90 s:
 Exit 0: every bridge reply was 200 and the subscription holds exactly the messages sent (count, SNS
 message ids and data), whether or not the performance targets were met (printed MET/MISSED).
 Exit 1: a message was lost, duplicated or answered other than 200. Exit 2: the benchmark could not
-run (a server did not start, the time budget ran out).
+run (a server did not start, a sender failed).
 """
 
 from __future__ import annotations
@@ -62,13 +63,11 @@ TOPIC = "sns-events"
 SUBSCRIPTION = "bench-retained"
 BRIDGE_SOURCE = REPO_ROOT / "functions" / "sns_to_pubsub" / "main.py"
 TRIVIAL_SOURCE = Path(__file__).resolve().parent / "trivial_function" / "main.py"
-BUDGET_SECONDS = 85.0  # the whole run, start-up and clean-up included, stays under 90 s
-STARTUP_TIMEOUT = 20.0
+STARTUP_TIMEOUT = 120.0  # ~2 s here; generous so a loaded machine only starts slower
 CLOSED_LOOP_CAP = 15.0  # a throughput phase stops sending after this long (reported, not a failure)
 TRIVIAL_CAP = 5.0  # the baseline's 3000 requests take ~1-1.5 s; it runs 3 times, the median counts
-RESERVE_SECONDS = 10.0  # kept back from the phases for verification and clean-up
-VERIFY_SECONDS = 8.0
-REQUEST_TIMEOUT = 5.0
+VERIFY_SECONDS = 120.0  # reading the subscription back stops as soon as every message is in
+REQUEST_TIMEOUT = 30.0  # a slow reply shows in the latency figures; only no reply at all is a failure
 WARMUP = 50  # bridge: cold start (Pub/Sub client, certificate fetch) before any timing
 WARMUP_CAP = 5.0
 TARGET_RPS = 500.0
@@ -77,7 +76,7 @@ TARGET_P99_MS = 50.0
 
 
 class BenchError(Exception):
-    """The benchmark could not run (a server did not start, the time budget ran out): exit 2."""
+    """The benchmark could not run (a server did not start, a sender failed): exit 2."""
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -363,7 +362,7 @@ def drive(
         conn: Connection | None = None
         try:
             conn = Connection(server.port)  # connected before the clock starts
-            barrier.wait(timeout=10)
+            barrier.wait(timeout=60)  # every sender connected: generous, as a loaded machine connects late
             t0 = start[0]
             stop_at = t0 + cap
             while (i := next(cursor)) < len(requests):
@@ -549,7 +548,6 @@ def run() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s")
     parser.add_argument("--duration", type=float, default=10.0, help="open-loop seconds")
     args = parser.parse_args()
-    deadline = time.monotonic() + BUDGET_SECONDS
     # As deployed: THREADS = the bridge's concurrency in resources.json (Terraform sets both).
     bridge = next(f for f in load_resources().functions if f.name == "sns_to_pubsub")
     os.environ.setdefault("THREADS", str(bridge.concurrency))
@@ -596,7 +594,7 @@ def run() -> int:
             f"({signing / len(requests) * 1000:.2f} ms each); body {len(requests[0].body)} bytes"
         )
         for server in servers:
-            server.wait_ready(min(deadline, time.monotonic() + STARTUP_TIMEOUT))
+            server.wait_ready(time.monotonic() + STARTUP_TIMEOUT)
         by_id = {r.message_id: r for r in requests}
         warm, tp, steady = (
             requests[:WARMUP],
@@ -622,9 +620,6 @@ def run() -> int:
             (f"trivial {args.rate:.0f}/s open loop", trivial, steady, args.rate, open_cap),
             (f"bridge {args.rate:.0f}/s open loop", bridge, steady, args.rate, open_cap),
         ):
-            cap = min(cap, deadline - RESERVE_SECONDS - time.monotonic())  # stay inside the budget
-            if cap < 1.0:
-                raise BenchError(f"time budget of {BUDGET_SECONDS:.0f} s exhausted before '{name}'")
             phases[name] = phase = drive(name, server, batch, args.concurrency, rate, cap)
             print(phase.summary())
             if name.startswith("trivial closed"):
