@@ -18,27 +18,34 @@ from jupiter_data.resources import load_resources
 from tests.e2e.test_amplitude_daily_run import expected_events
 from tests.e2e.traffic import SteadyTraffic, assert_exactly_once, count, query
 
+SPAN = 60  # messages SNS accepts in each phase of a drill (before, during, after the fault)
+
 
 def run_id(drill: str) -> str:
     return f"{drill}-{uuid.uuid4().hex[:8]}"
 
 
 def test_loader_killed_mid_stream_and_restarted(platform: LocalStack) -> None:
+    # Traffic flows before, during and after the outage by construction: each phase waits until
+    # SNS accepted SPAN more messages (about 3 s at 20/s; longer on a loaded machine, never fewer).
     with SteadyTraffic(platform, run_id("loader-killed"), poison_every=20) as traffic:
-        time.sleep(3)
+        traffic.wait_for_more(SPAN)
         platform.supervisor.stop_service("pubsub_to_bigquery", kill=True)  # SIGKILL: no clean shutdown
-        time.sleep(3)
+        traffic.wait_for_more(SPAN)
         platform.supervisor.resume_service("pubsub_to_bigquery")
-        time.sleep(3)
-    assert len(traffic.valid) >= 150
+        traffic.wait_for_more(SPAN)
     assert_exactly_once(platform, traffic.run, traffic.valid, traffic.poison)
 
 
 def test_bigquery_emulator_stopped_for_30_seconds(platform: LocalStack) -> None:
     with SteadyTraffic(platform, run_id("bigquery-down"), poison_every=20) as traffic:
-        time.sleep(2)
-        platform.supervisor.restart_service("bigquery", down_for=30)
-    assert len(traffic.valid) >= 300
+        traffic.wait_for_more(SPAN)
+        platform.supervisor.stop_service("bigquery")
+        stopped_at = traffic.published
+        time.sleep(30)  # the outage itself, not a synchronisation
+        traffic.wait_for(stopped_at + SPAN)  # published while BigQuery was down
+        platform.supervisor.resume_service("bigquery")
+        traffic.wait_for_more(SPAN)
     assert_exactly_once(platform, traffic.run, traffic.valid, traffic.poison, timeout=180)
 
 
@@ -46,11 +53,12 @@ def test_pubsub_emulator_restarted(platform: LocalStack) -> None:
     # The emulator saves its state on SIGTERM and loads it on start; what the bridge could not publish
     # while it was down, SNS delivers again (5xx are retried 20 s apart).
     with SteadyTraffic(platform, run_id("pubsub-restarted"), poison_every=20) as traffic:
-        time.sleep(3)
-        platform.supervisor.restart_service("pubsub", down_for=2)
-        time.sleep(3)
+        traffic.wait_for_more(SPAN)
+        platform.supervisor.stop_service("pubsub")  # SIGTERM: it saves its state
+        traffic.wait_for_more(SPAN // 3)  # published while it was down
+        platform.supervisor.resume_service("pubsub")
+        traffic.wait_for_more(SPAN)
     assert (platform.state_dir / "pubsub" / "state.json").is_file(), "the restart went through a saved state"
-    assert len(traffic.valid) >= 150
     assert_exactly_once(platform, traffic.run, traffic.valid, traffic.poison, timeout=120)
 
 
@@ -82,26 +90,23 @@ def test_amplitude_sync_killed_between_staging_and_loading_then_rerun(platform: 
     platform.supervisor.stop_service("bigquery")
     try:
         platform.trigger_amplitude_sync({"day": day.isoformat(), "force": True})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            killed = staged_files()
-            if any({"events.json.gz", "properties.json.gz"} <= files for files in killed.values()):
-                break
+        deadline = time.monotonic() + 180  # generous: a loaded machine is only slower
+        while not any({"events.json.gz", "properties.json.gz"} <= files for files in staged_files().values()):
+            assert time.monotonic() < deadline, "the sync staged no window within 180 s"
             time.sleep(0.2)
-        assert killed, "the sync staged nothing within 60 s"
-        time.sleep(1)  # it is now waiting on the load job
-        platform.supervisor.stop_service("sync_amplitude", kill=True)
+        platform.supervisor.stop_service("sync_amplitude", kill=True)  # staged, and cannot load
+        killed = staged_files()  # what the killed run left, read once it can no longer change
     finally:
         platform.supervisor.resume_service("bigquery")
     assert count(platform, events_of_day, day=day) == 0, "the killed run loaded nothing"
 
     # The re-run: Pub/Sub redelivers the daily-runs message the killed instance never acknowledged.
     platform.supervisor.resume_service("sync_amplitude")
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        runs = query(platform, "SELECT status FROM `ops.sync_runs` WHERE export_day = @day", day=day)
-        if runs:
-            break
+    deadline = time.monotonic() + 180
+    while not (
+        runs := query(platform, "SELECT status FROM `ops.sync_runs` WHERE export_day = @day", day=day)
+    ):
+        assert time.monotonic() < deadline, "the re-run recorded nothing within 180 s"
         time.sleep(0.5)
     assert [run["status"] for run in runs] == ["succeeded"]
     expected = expected_events(day)

@@ -21,6 +21,7 @@ POISON = [
     (json.dumps([1, 2, 3]), "invalid_shape"),
 ]
 VIEW_ROWS_OF = "SELECT sns_message_id FROM `ops.user_events` WHERE event_type = @run"
+TRAFFIC_TIMEOUT = 120.0  # seconds a drill waits for its traffic to advance: bounded, and generous
 DEAD_LETTERS_OF = (
     "SELECT JSON_VALUE(attributes, '$.sns_message_id') AS sns_message_id, error_type "
     "FROM `ops.all_user_events_dead_letter` WHERE JSON_VALUE(attributes, '$.sns_message_id') IN UNNEST(@ids)"
@@ -52,14 +53,29 @@ def publish(platform: LocalStack, run: str, n: int, offset: int = 0) -> list[str
 
 class SteadyTraffic:
     """Publishes 10 messages every 0.5 s (about 20/s) from a thread until exit; ``poison_every``-th ones
-    (0: none) are invalid. Records the SNS message ids: ``valid``, and ``poison`` with the expected reason."""
+    (0: none) are invalid. Records the SNS message ids: ``valid``, and ``poison`` with the expected reason.
+
+    Drills prove that traffic flowed before, during and after a fault by waiting for it
+    (``wait_for_more``), never by counting what a fast machine happened to publish in a fixed time."""
 
     def __init__(self, platform: LocalStack, run: str, poison_every: int = 0) -> None:
         self.platform, self.run, self.poison_every = platform, run, poison_every
         self.valid: list[str] = []
         self.poison: dict[str, str] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._publish, name=f"traffic-{run}")
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"traffic-{run}")
+
+    @property
+    def published(self) -> int:
+        """Messages SNS has accepted so far, valid and poison together."""
+        return len(self.valid) + len(self.poison)
+
+    def _run(self) -> None:
+        try:
+            self._publish()
+        except BaseException as exc:  # handed to the test thread, which raises it
+            self._error = exc
 
     def _publish(self) -> None:
         sns = self.platform.sns_client()
@@ -76,11 +92,22 @@ class SteadyTraffic:
                 i += 1
             self._stop.wait(0.5)
 
-    def wait_for(self, published: int, timeout: float = 60) -> None:
-        """Block until at least ``published`` messages went out (valid and poison together)."""
+    def _check(self) -> None:
+        if self._error is not None:
+            raise AssertionError(f"the traffic thread failed: {self._error!r}") from self._error
+
+    def wait_for(self, published: int, timeout: float = TRAFFIC_TIMEOUT) -> None:
+        """Block until at least ``published`` messages went out; fail after ``timeout`` (generous, so a
+        loaded machine is only slower) or if publishing failed."""
         deadline = time.monotonic() + timeout
-        while len(self.valid) + len(self.poison) < published and time.monotonic() < deadline:
+        while self.published < published:
+            self._check()
+            assert time.monotonic() < deadline, f"{self.published} of {published} published in {timeout:.0f}s"
             time.sleep(0.1)
+
+    def wait_for_more(self, n: int, timeout: float = TRAFFIC_TIMEOUT) -> None:
+        """Block until ``n`` more messages went out than when called (traffic flows right now)."""
+        self.wait_for(self.published + n, timeout)
 
     def __enter__(self) -> SteadyTraffic:
         self._thread.start()
@@ -89,6 +116,7 @@ class SteadyTraffic:
     def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
         self._stop.set()
         self._thread.join()
+        self._check()
 
 
 def wait_until_settled(
