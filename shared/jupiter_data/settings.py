@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from jupiter_data.domain.data_api import ApiKeys
+from jupiter_data.resources import load_resources
 
 T = TypeVar("T")
 
@@ -121,7 +122,10 @@ class LoaderSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LoaderSettings:
         reader = _Reader(os.environ if environ is None else environ)
         settings = cls(
-            max_retry_age=reader.get("LOADER_MAX_RETRY_AGE", _duration, default="24h"),
+            # Past it a failing message is dead-lettered as too_old, with its reason; it must come before
+            # Pub/Sub's last delivery attempt (_reachable_retry_age), after which Pub/Sub forwards the
+            # message to the dead-letter topic without one.
+            max_retry_age=reader.get("LOADER_MAX_RETRY_AGE", _reachable_retry_age, default="90m"),
             batch_max_rows=reader.get("LOADER_BATCH_MAX_ROWS", _int_between(1, 10_000), default="500"),
             batch_max_wait_ms=reader.get("LOADER_BATCH_MAX_WAIT_MS", _int_between(0, 1_000), default="50"),
             # Cloud Run (under Cloud Functions 2nd gen) sets K_REVISION itself; Terraform does not.
@@ -400,6 +404,26 @@ def _duration(raw: str) -> timedelta:
         raise ValueError(f"{raw!r} is not a positive duration like 3600, 90m or 1h")
     unit = {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
     return timedelta(seconds=int(match.group(1)) * unit)
+
+
+# Between Pub/Sub's publish_time and the function's clock.
+CLOCK_SKEW_ALLOWANCE = timedelta(minutes=1)
+
+
+def _reachable_retry_age(raw: str) -> timedelta:
+    """A duration that a message's age surely passes before Pub/Sub's last delivery attempt. Pub/Sub
+    documents only the bounds of its backoff, so assume the fastest schedule: every retry after just
+    ``minimum_backoff``."""
+    age = _duration(raw)
+    retry = load_resources().trigger_retry
+    last_attempt = timedelta(seconds=(retry["max_delivery_attempts"] - 1) * retry["minimum_backoff_seconds"])
+    limit = last_attempt - CLOCK_SKEW_ALLOWANCE
+    if age >= limit:
+        raise ValueError(
+            f"{raw!r} may never be reached: Pub/Sub may make its last delivery attempt {last_attempt}"
+            f" after publishing (trigger_retry in resources.json); use less than {limit}"
+        )
+    return age
 
 
 def _topic_name(raw: str) -> str:

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 
+from jupiter_data.resources import load_resources
 from jupiter_data.settings import LOADER_SETTING_NAMES, LoaderSettings, SettingsError, get_loader_settings
 from tests.support import RecordingEnv
 
@@ -11,7 +12,10 @@ from tests.support import RecordingEnv
 def test_defaults() -> None:
     settings = LoaderSettings.from_env({})
     assert settings == LoaderSettings(
-        max_retry_age=timedelta(hours=24), batch_max_rows=500, batch_max_wait_ms=50, function_version="local"
+        max_retry_age=timedelta(minutes=90),
+        batch_max_rows=500,
+        batch_max_wait_ms=50,
+        function_version="local",
     )
 
 
@@ -26,8 +30,8 @@ def test_blank_values_fall_back_to_the_defaults() -> None:
         ("3600", timedelta(hours=1)),
         ("45s", timedelta(seconds=45)),
         ("90m", timedelta(minutes=90)),
-        ("48h", timedelta(hours=48)),
-        (" 2h ", timedelta(hours=2)),
+        ("1h", timedelta(hours=1)),
+        (" 97m ", timedelta(minutes=97)),
     ],
 )
 def test_max_retry_age_accepts_seconds_or_a_unit(raw: str, expected: timedelta) -> None:
@@ -37,13 +41,13 @@ def test_max_retry_age_accepts_seconds_or_a_unit(raw: str, expected: timedelta) 
 def test_valid_overrides() -> None:
     settings = LoaderSettings.from_env(
         {
-            "LOADER_MAX_RETRY_AGE": "6h",
+            "LOADER_MAX_RETRY_AGE": "1h",
             "LOADER_BATCH_MAX_ROWS": "10000",
             "LOADER_BATCH_MAX_WAIT_MS": "0",
             "K_REVISION": "pubsub-to-bigquery-00042-xyz",
         }
     )
-    assert settings == LoaderSettings(timedelta(hours=6), 10_000, 0, "pubsub-to-bigquery-00042-xyz")
+    assert settings == LoaderSettings(timedelta(hours=1), 10_000, 0, "pubsub-to-bigquery-00042-xyz")
     assert LoaderSettings.from_env({"LOADER_BATCH_MAX_ROWS": "1"}).batch_max_rows == 1
     assert LoaderSettings.from_env({"LOADER_BATCH_MAX_WAIT_MS": "1000"}).batch_max_wait_ms == 1000
 
@@ -64,6 +68,8 @@ def test_valid_overrides() -> None:
         ("LOADER_MAX_RETRY_AGE", "1d", "'1d' is not a positive duration"),
         ("LOADER_MAX_RETRY_AGE", "24 h", "'24 h' is not a positive duration"),
         ("LOADER_MAX_RETRY_AGE", "abc", "'abc' is not a positive duration"),
+        ("LOADER_MAX_RETRY_AGE", "24h", "'24h' may never be reached: Pub/Sub may make its last delivery"),
+        ("LOADER_MAX_RETRY_AGE", "98m", "'98m' may never be reached"),
     ],
 )
 def test_an_invalid_value_is_named(name: str, raw: str, why: str) -> None:
@@ -110,3 +116,48 @@ def test_get_loader_settings_reads_the_process_environment_once(monkeypatch: pyt
         assert first.batch_max_rows == 42
     finally:
         get_loader_settings.cache_clear()
+
+
+# Pub/Sub's own bounds for a subscription (the API refuses anything else).
+PUBSUB_MAX_DELIVERY_ATTEMPTS = range(5, 101)
+PUBSUB_BACKOFF_SECONDS = range(0, 601)
+PUBSUB_ACK_DEADLINE_SECONDS = range(10, 601)
+PUBSUB_RETENTION = timedelta(days=7)  # the trigger subscriptions keep unacked messages for the default week
+CLOCK_SKEW = timedelta(minutes=1)  # publish_time is Pub/Sub's clock, the age check the function's
+
+
+def test_the_default_max_retry_age_is_reached_before_pubsub_gives_up_on_a_failing_message() -> None:
+    """The loader records a message that keeps failing as ``too_old`` once its age (since publish_time)
+    passes LOADER_MAX_RETRY_AGE; Pub/Sub moves it to the dead-letter topic, with no recorded reason,
+    after max_delivery_attempts. The age must be reached first even on the fastest retry schedule.
+
+    Pub/Sub documents only the bounds of its exponential backoff, not its growth, so be conservative:
+    fastest, every attempt fails at once and every retry waits just minimum_backoff; slowest, every
+    attempt runs to the ack deadline (the function's timeout) and waits maximum_backoff.
+    """
+    retry = load_resources().trigger_retry
+    attempts = retry["max_delivery_attempts"]
+    min_backoff = timedelta(seconds=retry["minimum_backoff_seconds"])
+    max_backoff = timedelta(seconds=retry["maximum_backoff_seconds"])
+    ack_deadline = timedelta(seconds=retry["ack_deadline_seconds"])
+    assert attempts in PUBSUB_MAX_DELIVERY_ATTEMPTS
+    assert retry["minimum_backoff_seconds"] in PUBSUB_BACKOFF_SECONDS
+    assert retry["maximum_backoff_seconds"] in PUBSUB_BACKOFF_SECONDS
+    assert retry["ack_deadline_seconds"] in PUBSUB_ACK_DEADLINE_SECONDS
+    assert min_backoff <= max_backoff
+    max_retry_age = LoaderSettings.from_env({}).max_retry_age
+
+    earliest_last_attempt = (attempts - 1) * min_backoff
+    assert max_retry_age + CLOCK_SKEW < earliest_last_attempt, (
+        f"LOADER_MAX_RETRY_AGE {max_retry_age} cannot be reached: attempt {attempts} may come "
+        f"{earliest_last_attempt} after publishing"
+    )
+
+    # Slowest: the loader gives up at the first attempt after the age has passed...
+    loader_gives_up_by = max_retry_age + ack_deadline + max_backoff + ack_deadline
+    # ...and even a message the loader never gets to judge (every attempt times out) is forwarded to the
+    # dead-letter topic before its subscription drops it.
+    latest_last_attempt = attempts * ack_deadline + (attempts - 1) * max_backoff
+    assert loader_gives_up_by < latest_last_attempt < PUBSUB_RETENTION
+    # Long enough to ride out a BigQuery incident before anything is dead-lettered as too_old.
+    assert max_retry_age >= timedelta(hours=1)
