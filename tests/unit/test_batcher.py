@@ -1,13 +1,13 @@
 """InsertBatcher: concurrent callers share insert calls, and each hears only how its own rows fared.
 
-Callers are real threads released together by a barrier; batches are closed by ``max_rows`` wherever the
-test needs them deterministic, so only the coalescing test waits for ``max_wait``.
+Callers are real threads released together by a barrier. Nothing depends on timing: batches close by
+``max_rows`` with a ``max_wait`` no test ever reaches (a batch that failed to close would hang its callers,
+which ``JOIN_TIMEOUT`` turns into a failure), and ``max_wait`` expiring is played by an injected wait.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ from jupiter_data.services.batcher import InsertBatcher
 
 TABLE = "ops.all_user_events"
 OTHER_TABLE = "ops.all_user_events_dead_letter"
-JOIN_TIMEOUT = 10.0
+JOIN_TIMEOUT = 10.0  # only a guard against a hang, never a measure of speed
+NEVER = 3600.0  # a max_wait no test reaches: a batch must close by max_rows
 
 
 class ScriptedWarehouse:
@@ -83,7 +84,6 @@ class Result:
     returned: bool = False
     error: BaseException | None = None
     rows_present_on_return: bool | None = None
-    finished_at: float = 0.0
 
 
 def run_callers(
@@ -107,7 +107,6 @@ def run_callers(
             results[index].returned = True
             present = Counter(warehouse.row_ids(table))
             results[index].rows_present_on_return = all(present[rid] >= 1 for rid, _ in submissions[index])
-        results[index].finished_at = time.monotonic()
 
     threads = [threading.Thread(target=call, args=(i,), daemon=True) for i in range(len(submissions))]
     for thread in threads:
@@ -118,10 +117,29 @@ def run_callers(
     return results
 
 
-def test_concurrent_callers_share_a_few_insert_calls_and_every_row_lands_exactly_once() -> None:
+class ExpiringWait:
+    """Stands in for ``Event.wait(max_wait)``: records each wait and plays it as expired at once."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float] = []
+
+    def __call__(self, full: threading.Event, timeout: float) -> bool:
+        self.timeouts.append(timeout)
+        return full.is_set()
+
+
+def insert_in_thread(batcher: InsertBatcher, rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """``batcher.insert`` that fails the test instead of hanging it if the call never returns."""
+    thread = threading.Thread(target=batcher.insert, args=(TABLE, rows), daemon=True)
+    thread.start()
+    thread.join(JOIN_TIMEOUT)
+    assert not thread.is_alive(), "the insert waited for a max_wait it should never reach"
+
+
+def test_concurrent_callers_share_one_insert_call_and_every_row_lands_exactly_once() -> None:
     warehouse = ScriptedWarehouse()
-    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.2)
     submissions = [rows_for(caller, count=2) for caller in range(50)]
+    batcher = InsertBatcher(warehouse, max_rows=100, max_wait=NEVER)  # closes when all 50 are in
 
     results = run_callers(batcher, warehouse, submissions)
 
@@ -130,8 +148,8 @@ def test_concurrent_callers_share_a_few_insert_calls_and_every_row_lands_exactly
     expected = [rid for rows in submissions for rid, _ in rows]
     assert sorted(warehouse.row_ids()) == sorted(expected)
     assert Counter(warehouse.row_ids()).most_common(1)[0][1] == 1
-    assert 1 <= len(warehouse.calls) <= 5
-    assert batcher.insert_calls == len(warehouse.calls)
+    assert len(warehouse.calls) == 1
+    assert batcher.insert_calls == 1
 
 
 def test_rows_and_their_insert_ids_reach_the_warehouse_together() -> None:
@@ -143,12 +161,10 @@ def test_rows_and_their_insert_ids_reach_the_warehouse_together() -> None:
 
 def test_max_rows_closes_a_batch_and_later_callers_start_a_new_one() -> None:
     warehouse = ScriptedWarehouse()
-    batcher = InsertBatcher(warehouse, max_rows=3, max_wait=JOIN_TIMEOUT)
-    started = time.monotonic()
+    batcher = InsertBatcher(warehouse, max_rows=3, max_wait=NEVER)
 
     results = run_callers(batcher, warehouse, [rows_for(caller) for caller in range(9)])
 
-    assert time.monotonic() - started < JOIN_TIMEOUT / 2, "full batches must not wait for max_wait"
     assert all(r.returned and r.rows_present_on_return for r in results)
     assert [len(ids) for _, ids in warehouse.calls] == [3, 3, 3]
     assert sorted(warehouse.row_ids()) == sorted(f"msg-{c}:0" for c in range(9))
@@ -156,36 +172,45 @@ def test_max_rows_closes_a_batch_and_later_callers_start_a_new_one() -> None:
 
 def test_one_caller_with_more_rows_than_max_rows_is_inserted_at_once_without_waiting() -> None:
     warehouse = ScriptedWarehouse()
-    batcher = InsertBatcher(warehouse, max_rows=5, max_wait=JOIN_TIMEOUT)
-    started = time.monotonic()
-    batcher.insert(TABLE, rows_for(1, count=12))
-    assert time.monotonic() - started < 1.0
+    wait = ExpiringWait()
+    batcher = InsertBatcher(warehouse, max_rows=5, max_wait=NEVER, wait=wait)
+    insert_in_thread(batcher, rows_for(1, count=12))
+    assert wait.timeouts == []
     assert [len(ids) for _, ids in warehouse.calls] == [12]
 
 
-def test_a_lone_caller_waits_no_longer_than_max_wait() -> None:
+def test_a_lone_caller_waits_max_wait_once_and_then_inserts_its_rows() -> None:
     warehouse = ScriptedWarehouse()
-    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05)
-    started = time.monotonic()
+    wait = ExpiringWait()
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05, wait=wait)
     batcher.insert(TABLE, rows_for(1))
-    elapsed = time.monotonic() - started
-    assert 0.04 <= elapsed < 1.0
+    assert wait.timeouts == [0.05]
     assert warehouse.row_ids() == ["msg-1:0"]
+
+
+def test_after_max_wait_expires_later_callers_start_a_new_batch() -> None:
+    warehouse = ScriptedWarehouse()
+    wait = ExpiringWait()
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05, wait=wait)
+    batcher.insert(TABLE, rows_for(1))
+    batcher.insert(TABLE, rows_for(2))
+    assert wait.timeouts == [0.05, 0.05]
+    assert warehouse.calls == [(TABLE, ["msg-1:0"]), (TABLE, ["msg-2:0"])]
 
 
 def test_empty_rows_make_no_call_and_do_not_wait() -> None:
     warehouse = ScriptedWarehouse()
-    batcher = InsertBatcher(warehouse, max_wait=JOIN_TIMEOUT)
-    started = time.monotonic()
-    batcher.insert(TABLE, [])
-    assert time.monotonic() - started < 0.5
+    wait = ExpiringWait()
+    batcher = InsertBatcher(warehouse, max_wait=NEVER, wait=wait)
+    insert_in_thread(batcher, [])
+    assert wait.timeouts == []
     assert warehouse.calls == []
     assert batcher.insert_calls == 0
 
 
 def test_tables_are_batched_separately() -> None:
     warehouse = ScriptedWarehouse()
-    batcher = InsertBatcher(warehouse, max_rows=2, max_wait=JOIN_TIMEOUT)
+    batcher = InsertBatcher(warehouse, max_rows=2, max_wait=NEVER)
     results = run_callers(
         batcher,
         warehouse,
@@ -201,7 +226,7 @@ def test_tables_are_batched_separately() -> None:
 def test_a_slow_insert_does_not_hold_back_the_next_batch() -> None:
     gate = threading.Event()
     warehouse = ScriptedWarehouse(gate=gate)
-    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.01)
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05, wait=ExpiringWait())
     first_done = threading.Event()
 
     def first() -> None:
@@ -227,7 +252,7 @@ def test_a_slow_insert_does_not_hold_back_the_next_batch() -> None:
 
 def test_a_transient_error_fails_every_caller_of_the_batch_and_the_batcher_recovers() -> None:
     warehouse = ScriptedWarehouse(failures=[TransientError("503 backendError")])
-    batcher = InsertBatcher(warehouse, max_rows=8, max_wait=JOIN_TIMEOUT)
+    batcher = InsertBatcher(warehouse, max_rows=8, max_wait=NEVER)
     submissions = [rows_for(c) for c in range(8)]
 
     results = run_callers(batcher, warehouse, submissions)
@@ -244,7 +269,7 @@ def test_a_transient_error_fails_every_caller_of_the_batch_and_the_batcher_recov
 
 def test_one_callers_rejected_row_fails_only_that_caller() -> None:
     warehouse = ScriptedWarehouse(reject_user_ids=["poison"])
-    batcher = InsertBatcher(warehouse, max_rows=12, max_wait=JOIN_TIMEOUT)
+    batcher = InsertBatcher(warehouse, max_rows=12, max_wait=NEVER)
     submissions = [rows_for(c, count=2, user_id="poison" if c == 3 else None) for c in range(6)]
 
     results = run_callers(batcher, warehouse, submissions)
@@ -274,7 +299,7 @@ def test_when_one_caller_is_rejected_a_transient_error_on_anothers_retry_reaches
     warehouse = ScriptedWarehouse(
         failures=[None, None, TransientError("timeout"), None], reject_user_ids=["poison"]
     )
-    batcher = InsertBatcher(warehouse, max_rows=3, max_wait=JOIN_TIMEOUT)
+    batcher = InsertBatcher(warehouse, max_rows=3, max_wait=NEVER)
     submissions = [rows_for(0, user_id="poison"), rows_for(1), rows_for(2)]
 
     results = run_callers(batcher, warehouse, submissions)
@@ -294,7 +319,7 @@ def test_when_one_caller_is_rejected_a_transient_error_on_anothers_retry_reaches
 @pytest.mark.parametrize("error", [TypeError("unexpected"), RuntimeError("boom"), KeyError("row")])
 def test_an_unexpected_error_fails_every_caller_instead_of_silently_succeeding(error: Exception) -> None:
     warehouse = ScriptedWarehouse(failures=[error])
-    batcher = InsertBatcher(warehouse, max_rows=5, max_wait=JOIN_TIMEOUT)
+    batcher = InsertBatcher(warehouse, max_rows=5, max_wait=NEVER)
 
     results = run_callers(batcher, warehouse, [rows_for(c) for c in range(5)])
 
@@ -308,7 +333,7 @@ class Abort(BaseException):
 
 def test_a_base_exception_in_the_leader_never_lets_followers_return_as_stored() -> None:
     warehouse = ScriptedWarehouse(failures=[Abort()])
-    batcher = InsertBatcher(warehouse, max_rows=4, max_wait=JOIN_TIMEOUT)
+    batcher = InsertBatcher(warehouse, max_rows=4, max_wait=NEVER)
 
     results = run_callers(batcher, warehouse, [rows_for(c) for c in range(4)])
 

@@ -10,7 +10,7 @@ start, stop or leak between invocations.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +34,19 @@ class _Batch:
 
 
 class InsertBatcher:
-    def __init__(self, warehouse: Warehouse, max_rows: int = 500, max_wait: float = 0.05) -> None:
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        max_rows: int = 500,
+        max_wait: float = 0.05,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
+    ) -> None:
+        """``wait(full, max_wait)`` is how a leader waits for its batch to fill; tests replace it to
+        expire the wait on cue instead of sleeping."""
         self._warehouse = warehouse
-        self._max_rows = max_rows
-        self._max_wait = max_wait
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self._wait = wait
         self._lock = threading.Lock()
         self._open: dict[str, _Batch] = {}
         self.insert_calls = 0  # for benchmarks: streaming insert requests actually made
@@ -54,11 +63,12 @@ class InsertBatcher:
                 batch = self._open[table] = _Batch()
             batch.submissions.append(submission)
             batch.row_count += len(rows)
-            if batch.row_count >= self._max_rows:
+            if batch.row_count >= self.max_rows:
                 del self._open[table]  # later callers start a new batch
                 batch.full.set()
         if leader:
-            batch.full.wait(self._max_wait)
+            if not batch.full.is_set():
+                self._wait(batch.full, self.max_wait)
             with self._lock:
                 if self._open.get(table) is batch:
                     del self._open[table]

@@ -34,7 +34,7 @@ class Loader:
         self._settings = settings
         self._warehouse = warehouse
         self._clock = clock
-        self._batcher = batcher or InsertBatcher(
+        self.batcher = batcher or InsertBatcher(
             warehouse, settings.batch_max_rows, settings.batch_max_wait_ms / 1000
         )
 
@@ -46,7 +46,7 @@ class Loader:
         except InvalidMessage as invalid:
             return self._dead_letter(message, invalid.error_type, str(invalid), ids, invalid.summary)
         try:
-            self._batcher.insert(events.EVENTS_TABLE, rows)
+            self.batcher.insert(events.EVENTS_TABLE, rows)
         except ValueError as rejected:  # BigQuery refused rows that passed our schema: never retryable
             return self._dead_letter(
                 message, "rejected_by_bigquery", str(rejected), ids, "BigQuery refused the rows"
