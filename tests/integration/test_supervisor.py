@@ -22,6 +22,8 @@ from jupiter_data.local.supervisor import (
     tcp_open,
 )
 
+STARTUP = 60  # seconds a test service may take to become healthy: generous for a loaded machine
+
 
 def http_server(name: str, port: int) -> Service:
     argv = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
@@ -33,7 +35,7 @@ def script(name: str, code: str, port: int | None = None) -> Service:
     return Service(name, [sys.executable, "-c", code], port, tcp_open(port))
 
 
-def wait_until_free(port: int, seconds: float = 10) -> bool:
+def wait_until_free(port: int, seconds: float = 60) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if port_is_free(port):
@@ -45,7 +47,7 @@ def wait_until_free(port: int, seconds: float = 10) -> bool:
 def test_starts_all_services_healthy_and_stops_them(tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     supervisor = Supervisor(tmp_path)
-    supervisor.start([http_server("one", ports[0]), http_server("two", ports[1])], timeout=20)
+    supervisor.start([http_server("one", ports[0]), http_server("two", ports[1])], timeout=STARTUP)
     try:
         assert all(not port_is_free(p) for p in ports)
         assert supervisor.dead_services() == []
@@ -79,33 +81,31 @@ def test_a_crashing_service_stops_the_others_and_shows_its_log(tmp_path: Path) -
     healthy_port = free_port()
     crashing = script("pubsub", "import sys; print('cannot open the thing'); sys.exit(3)")
     with pytest.raises(StartupError) as err:
-        Supervisor(tmp_path).start([http_server("bigquery", healthy_port), crashing], timeout=20)
+        Supervisor(tmp_path).start([http_server("bigquery", healthy_port), crashing], timeout=STARTUP)
     assert err.value.service == "pubsub"
     assert "exited with code 3" in err.value.reason
     assert "cannot open the thing" in err.value.log_tail
     assert wait_until_free(healthy_port), "the healthy service must be stopped too"
 
 
+@pytest.mark.timeout(120)  # far below the hour its process would otherwise last
 def test_a_health_check_timeout_is_reported(tmp_path: Path) -> None:
-    silent = script("sns", "import time; time.sleep(30)")
-    started = time.monotonic()
+    silent = script("sns", "import time; time.sleep(3600)")  # never healthy; stopped, not waited for
     with pytest.raises(StartupError, match="health check did not pass within 1s"):
         Supervisor(tmp_path).start([silent], timeout=1)
-    assert time.monotonic() - started < 15
 
 
+@pytest.mark.timeout(120)  # far below the hour its process would otherwise last
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
     port = free_port()
     code = (
         "import signal, socket, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+        f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(3600)"
     )
     supervisor = Supervisor(tmp_path)
-    supervisor.start([script("stubborn", code, port)], timeout=20)
-    started = time.monotonic()
-    supervisor.stop(grace=0.5)
-    assert time.monotonic() - started < 10
-    assert wait_until_free(port)
+    supervisor.start([script("stubborn", code, port)], timeout=STARTUP)
+    supervisor.stop(grace=0.5)  # returns once the process is gone: it would otherwise sleep an hour
+    assert port_is_free(port)
 
 
 def test_children_of_a_service_are_stopped_with_it(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_children_of_a_service_are_stopped_with_it(tmp_path: Path) -> None:
     )
     service = Service("parent", [sys.executable, "-c", code], free_port(), tcp_open(child_port))
     supervisor = Supervisor(tmp_path)
-    supervisor.start([service], timeout=20)
+    supervisor.start([service], timeout=STARTUP)
     supervisor.stop()
     assert wait_until_free(child_port), "the whole process group must go"
 
@@ -125,7 +125,7 @@ def test_children_of_a_service_are_stopped_with_it(tmp_path: Path) -> None:
 def test_restart_service_brings_it_back(tmp_path: Path) -> None:
     port = free_port()
     supervisor = Supervisor(tmp_path)
-    supervisor.start([http_server("bigquery", port)], timeout=20)
+    supervisor.start([http_server("bigquery", port)], timeout=STARTUP)
     try:
         supervisor.restart_service("bigquery")
         assert http_ok(f"http://127.0.0.1:{port}/")()
@@ -133,6 +133,7 @@ def test_restart_service_brings_it_back(tmp_path: Path) -> None:
         supervisor.stop()
 
 
+@pytest.mark.timeout(120)  # far below the hour its process would otherwise last
 def test_a_killed_service_gets_no_chance_to_clean_up_and_resumes_as_it_was(tmp_path: Path) -> None:
     port, marker = free_port(), tmp_path / "cleaned-up"
     code = (
@@ -141,14 +142,13 @@ def test_a_killed_service_gets_no_chance_to_clean_up_and_resumes_as_it_was(tmp_p
         f"s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)\n"
     )
     supervisor = Supervisor(tmp_path)
-    supervisor.start([script("loader", code, port)], timeout=20)
+    supervisor.start([script("loader", code, port)], timeout=STARTUP)
     try:
-        started = time.monotonic()
-        supervisor.stop_service("loader", grace=30, kill=True)
-        assert time.monotonic() - started < 5, "a kill does not wait for the grace period"
-        assert wait_until_free(port)
+        # A kill does not wait for the grace period (an hour: waiting would run into the test's timeout).
+        supervisor.stop_service("loader", grace=3600, kill=True)
+        assert port_is_free(port), "stop_service returns once the process is gone"
         assert not marker.exists(), "SIGKILL, not SIGTERM: the process could not run its handler"
-        supervisor.resume_service("loader", timeout=20)
+        supervisor.resume_service("loader", timeout=STARTUP)
         assert not port_is_free(port)
         assert supervisor.dead_services() == []
     finally:
