@@ -10,9 +10,12 @@ import base64
 import builtins
 import json
 import re
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import functions_framework
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -139,6 +142,37 @@ def test_from_push_decodes_the_cloud_event_data_of_a_push() -> None:
     assert msg.data == payload
     assert msg.attributes == {"sns_message_id": SNS_ID, "sns_topic_arn": TOPIC_ARN, "n": "7"}
     assert msg.publish_time == datetime(2026, 1, 2, 3, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_a_real_push_through_functions_framework_keeps_the_publish_time_the_age_is_measured_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader's too_old cutoff is the age since publishTime, which survives functions-framework's
+    conversion of a push into a CloudEvent; deliveryAttempt does not, so the cutoff cannot count attempts
+    and LOADER_MAX_RETRY_AGE is held under the retry policy instead (test_loader_settings)."""
+    seen = tmp_path / "data.json"
+    source = tmp_path / "push_probe.py"
+    # functions-framework registers the source as a module and its folder on sys.path: undone afterwards.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setitem(sys.modules, "push_probe", None)
+    source.write_text(
+        "import json, pathlib\n"
+        "import functions_framework\n"
+        "@functions_framework.cloud_event\n"
+        "def target(cloud_event):\n"
+        f"    pathlib.Path({str(seen)!r}).write_text(json.dumps(cloud_event.data))\n"
+    )
+    app = functions_framework.create_app("target", str(source), "cloudevent")
+    push = {**envelope(json.dumps(event()).encode()), "deliveryAttempt": 7}
+
+    response = app.test_client().post("/", json=push)
+
+    assert response.status_code == 200
+    data = json.loads(seen.read_text())
+    msg = PubSubMessage.from_push(data)
+    assert msg.publish_time == datetime(2026, 1, 2, 3, 0, 0, 123000, tzinfo=UTC)
+    assert msg.message_id == "1234567890"
+    assert "deliveryAttempt" not in json.dumps(data)
 
 
 def test_from_push_accepts_snake_case_keys_and_nanosecond_publish_times() -> None:
