@@ -78,12 +78,8 @@ class Loader:
             self._warehouse.insert_rows(events.DEAD_LETTER_TABLE, [row], [row_id])
         except ValueError as refused:
             # Never leave the message to Pub/Sub's dead-letter topic without a recorded reason: store
-            # what BigQuery will surely take. The refusal may quote the row, so only its type is logged.
-            log.error(
-                "BigQuery refused the dead-letter row (%s); storing a minimal one",
-                type(refused).__name__,
-                extra={"fields": fields},
-            )
+            # what BigQuery will surely take. The refusal may quote the row: it goes to the row, not here.
+            log.error("BigQuery refused the dead-letter row; storing a minimal one", extra={"fields": fields})
             row_id, row = events.minimal_dead_letter_row(
                 message, error_type, error, str(refused), now, version
             )
