@@ -378,6 +378,14 @@ def test_the_bridge_accepts_sns_retries_for_two_hours() -> None:
     assert code_settings.BridgeSettings.from_env(env).max_message_age == timedelta(hours=2)
 
 
+def test_the_loaders_retry_age_is_one_the_loader_accepts_under_the_trigger_retry_policy() -> None:
+    """The loader refuses an age Pub/Sub's retries might never reach; the deployed value must start."""
+    age = platform_locals()["function_settings"]["pubsub_to_bigquery"]["env"]["LOADER_MAX_RETRY_AGE"]
+    assert code_settings.LoaderSettings.from_env({"LOADER_MAX_RETRY_AGE": age}).max_retry_age == timedelta(
+        minutes=90
+    )
+
+
 # ------------------------------------------------------------------------------------------ monitoring
 
 

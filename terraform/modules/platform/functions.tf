@@ -19,7 +19,7 @@ locals {
     }
     pubsub_to_bigquery = {
       env = {
-        LOADER_MAX_RETRY_AGE = "24h"
+        LOADER_MAX_RETRY_AGE = "90m" # reachable before the subscription's last delivery attempt
         # the concurrency: a batch fills from the requests one instance serves together
         LOADER_BATCH_MAX_ROWS    = tostring(local.resources.functions.pubsub_to_bigquery.concurrency)
         LOADER_BATCH_MAX_WAIT_MS = "50"
