@@ -47,7 +47,7 @@ def test_run_serves_every_emulator_refuses_a_second_run_and_stops_cleanly(tmp_pa
         text=True,
     )
     try:
-        wait_for_file(state / "stack.env", stack, seconds=90)
+        wait_for_file(state / "stack.env", stack, seconds=180)  # beyond the supervisor's own 120 s
         env = read_env(state / "stack.env")
         assert env["GOOGLE_CLOUD_PROJECT"] == "jupiter-local"
         settings = Settings.from_env(env)
@@ -63,13 +63,13 @@ def test_run_serves_every_emulator_refuses_a_second_run_and_stops_cleanly(tmp_pa
         }
         assert f"projects/{project}/topics/sns-events" in topics
         datasets = requests.get(
-            f"{env['BIGQUERY_EMULATOR_HOST']}/bigquery/v2/projects/{project}/datasets", timeout=5
+            f"{env['BIGQUERY_EMULATOR_HOST']}/bigquery/v2/projects/{project}/datasets", timeout=30
         )
         assert {d["datasetReference"]["datasetId"] for d in datasets.json()["datasets"]} >= {
             "ops",
             "amplitude",
         }
-        buckets = requests.get(f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b?project={project}", timeout=5)
+        buckets = requests.get(f"{env['STORAGE_EMULATOR_HOST']}/storage/v1/b?project={project}", timeout=30)
         assert f"{project}-amplitude-raw" in {b["name"] for b in buckets.json()["items"]}
         sns = boto3.client("sns", endpoint_url=env["AWS_ENDPOINT_URL_SNS"])
         assert sns.create_topic(Name="e2e")["TopicArn"].endswith(":e2e")
@@ -86,7 +86,7 @@ def test_run_serves_every_emulator_refuses_a_second_run_and_stops_cleanly(tmp_pa
 
         ports = [int(env[name].rsplit(":", 1)[1]) for name in env if name.endswith(("_HOST", "_URL_SNS"))]
         stack.send_signal(signal.SIGTERM)
-        assert stack.wait(timeout=60) == 0
+        assert stack.wait(timeout=180) == 0  # each service gets a 10 s grace: generous, bounded
         output = stack.stdout.read()  # type: ignore[union-attr]
         assert "local platform healthy" in output
         assert "stopping" in output
