@@ -92,7 +92,8 @@ class SnsGateway(Protocol):
     """The two calls the bridge makes to SNS hosts (or, locally, to moto)."""
 
     def fetch_certificate(self, url: str) -> bytes:
-        """The PEM at ``url`` (already validated as an SNS certificate URL); cached per URL."""
+        """The PEM at ``url`` (already validated as an SNS certificate URL), fetched each call: the bridge
+        keeps only parsed, valid certificates."""
 
     def confirm_subscription(self, url: str) -> None:
         """GET the (validated) SubscribeURL of a SubscriptionConfirmation."""
