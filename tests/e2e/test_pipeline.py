@@ -15,4 +15,4 @@ def test_n_published_to_sns_are_n_rows_in_the_view_and_poison_is_dead_lettered(p
     valid = publish(platform, run, 200)
     sns = platform.sns_client()
     poison = {sns.publish(TopicArn=SNS_TOPIC_ARN, Message=body)["MessageId"]: why for body, why in POISON}
-    assert_exactly_once(platform, run, valid, poison, timeout=60)
+    assert_exactly_once(platform, run, valid, poison, timeout=180)  # returns once settled
