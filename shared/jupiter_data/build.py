@@ -5,11 +5,20 @@ Usage: ``python -m jupiter_data build [NAME ...] [--repo-root DIR] [--out DIR]``
 Each function ``functions/<name>/main.py`` (entry point ``<name>``) becomes ``<out>/<name>-<sha12>.zip``,
 where ``sha12`` is the first 12 hex digits of the archive's SHA-256, holding:
 
-- everything in ``functions/<name>/`` except ``__pycache__``, ``*.pyc``, ``tests/`` and dotfiles;
+- everything in ``functions/<name>/`` except ``requirements.in``, ``__pycache__``, ``*.pyc``, ``tests/``
+  and dotfiles;
 - ``jupiter_data/`` copied from ``shared/jupiter_data/`` without the dev-only ``local/`` subpackage
   (data files such as ``schemas/*.json`` included);
-- ``requirements.txt`` generated from the ``default`` section of ``Pipfile.lock`` (never ``develop``):
-  ``name==version; markers --hash=sha256:...``, so the deployed install is pinned and hash-checked.
+- ``requirements.txt``: only what the function needs. ``functions/<name>/requirements.in`` names the
+  packages of the Pipfile's ``[packages]`` that the function imports (names only, one a line); the
+  build adds their dependencies, read from the installed packages' metadata with markers evaluated for
+  the Cloud Functions runtime (CPython 3.11 on Linux x86_64), and pins every one from the ``default``
+  section of ``Pipfile.lock`` (never ``develop``): ``name==version; markers --hash=sha256:...``, so
+  the deployed install is pinned and hash-checked. A package some dependency asks for with extras
+  (``google-cloud-bigquery`` wants ``google-auth[pyopenssl]``) gets its plain line and one line per
+  extras set asked, all at the same pin and hashes, and the extras' own dependencies get their lines:
+  in ``--require-hashes`` mode pip 23.2 (what a new Python 3.11 virtualenv brings) refuses a plain or
+  an extras requirement left unpinned, while it and the current pip accept this form.
 
 Archives are reproducible: entries sorted by path, dated 1980-01-01 00:00:00, mode 0644, deflated at
 level 9, no directory entries. Older archives of a rebuilt function are removed, and
@@ -27,13 +36,37 @@ import json
 import re
 import sys
 import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 EPOCH = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o100644  # regular file, rw-r--r--
 LEVEL = 9
 SKIP_NAMES = {"__pycache__", "tests"}
+DECLARATION = "requirements.in"  # per function: the top-level runtime packages its code imports
+# Markers in dependency metadata are evaluated for the deployed runtime (Terraform's python311), not for
+# the machine that builds, so every build host writes the same requirements.txt.
+TARGET = {
+    "implementation_name": "cpython",
+    "implementation_version": "3.11.0",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+    "platform_python_implementation": "CPython",
+    "platform_release": "",
+    "platform_system": "Linux",
+    "platform_version": "",
+    "python_full_version": "3.11.0",
+    "python_version": "3.11",
+    "sys_platform": "linux",
+}
+Extras = tuple[str, ...]  # sorted, normalized; () for the package alone
+_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)  # PEP 508 project name
 
 
 class BuildError(Exception):
@@ -44,26 +77,131 @@ def function_names(repo_root: Path) -> list[str]:
     return sorted(p.parent.name for p in (repo_root / "functions").glob("*/main.py"))
 
 
-def requirements_txt(lock_path: Path) -> str:
-    """Pinned, hash-checked requirements for the ``default`` (deployed) section of ``Pipfile.lock``."""
+@dataclass(frozen=True)
+class Pin:
+    """One package of ``Pipfile.lock [default]``."""
+
+    name: str  # as the lock spells it
+    version: str  # without "=="
+    hashes: tuple[str, ...]
+    markers: str | None
+
+    def line(self, extras: Extras = ()) -> str:
+        requirement = f"{self.name}[{','.join(extras)}]" if extras else self.name
+        markers = f"; {self.markers}" if self.markers else ""
+        return f"{requirement}=={self.version}{markers} " + " ".join(f"--hash={h}" for h in self.hashes)
+
+
+def locked_packages(lock_path: Path) -> dict[str, Pin]:
+    """The ``default`` (deployed) section of ``Pipfile.lock``, keyed by normalized package name."""
+    pins: dict[str, Pin] = {}
     try:
-        default: dict[str, dict[str, Any]] = json.loads(lock_path.read_text())["default"]
+        for name, entry in json.loads(lock_path.read_text())["default"].items():
+            version, hashes = entry.get("version", ""), entry.get("hashes", [])
+            if not version.startswith("==") or not hashes:
+                raise BuildError(
+                    f"Pipfile.lock [default] entry {name!r} has no pinned version or hashes (path, editable "
+                    "or VCS dependency?): it cannot be deployed; move it to [dev-packages] or publish it"
+                )
+            pins[canonicalize_name(name)] = Pin(
+                name, version[2:], tuple(sorted(hashes)), entry.get("markers")
+            )
     except FileNotFoundError:
         raise BuildError(f"{lock_path} not found: run `pipenv lock` first") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BuildError(f"{lock_path} is not a valid Pipfile.lock ({exc!r}): run `pipenv lock`") from None
-    lines = ["# Generated by jupiter_data.build from Pipfile.lock [default]; do not edit."]
-    for name, entry in sorted(default.items()):
-        version, hashes = entry.get("version"), sorted(entry.get("hashes", []))
-        if not version or not hashes:
+    return pins
+
+
+def declared_packages(repo_root: Path, name: str) -> list[str]:
+    """The runtime packages ``functions/<name>/requirements.in`` declares (names only; comments allowed)."""
+    where = f"functions/{name}/{DECLARATION}"
+    try:
+        text = (repo_root / "functions" / name / DECLARATION).read_text()
+    except FileNotFoundError:
+        raise BuildError(
+            f"{where} not found: list the packages from [packages] in the Pipfile that the function "
+            "imports, one name a line"
+        ) from None
+    names = []
+    for number, line in enumerate(text.splitlines(), 1):
+        package = line.split("#", 1)[0].strip()
+        if package and not _NAME.fullmatch(package):
             raise BuildError(
-                f"Pipfile.lock [default] entry {name!r} has no pinned version or hashes (path, editable or "
-                "VCS dependency?): it cannot be deployed; move it to [dev-packages] or publish it"
+                f"{where}:{number}: {package[:80]!r} is not a package name (only names: versions come "
+                "from Pipfile.lock)"
             )
-        extras = f"[{','.join(sorted(entry['extras']))}]" if entry.get("extras") else ""
-        pin = version if version.startswith("==") else f"=={version}"
-        markers = f"; {entry['markers']}" if entry.get("markers") else ""
-        lines.append(f"{name}{extras}{pin}{markers} " + " ".join(f"--hash={h}" for h in hashes))
+        if package:
+            names.append(canonicalize_name(package))
+    if not names:
+        raise BuildError(f"{where} names no package")
+    return sorted(set(names))
+
+
+def _dependencies(pin: Pin, extras: set[str]) -> list[Requirement]:
+    """What ``pin`` (with ``extras``) requires on the target runtime, read from its installed metadata."""
+    try:
+        installed = metadata.distribution(pin.name)
+    except metadata.PackageNotFoundError:
+        raise BuildError(
+            f"{pin.name} (Pipfile.lock [default]) is not installed: run `make install`"
+        ) from None
+    if Version(installed.version) != Version(pin.version):
+        raise BuildError(
+            f"{pin.name} {installed.version} is installed but Pipfile.lock pins {pin.version}: "
+            "run `make install`"
+        )
+    needed = []
+    for line in installed.requires or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as exc:
+            raise BuildError(f"{pin.name} declares an unreadable dependency: {exc}") from None
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({**TARGET, "extra": e}) for e in {"", *extras}):
+            needed.append(requirement)
+    return needed
+
+
+def runtime_closure(locked: dict[str, Pin], roots: Iterable[str], origin: str) -> dict[str, set[Extras]]:
+    """``roots`` and all they need on the target runtime, each with the extras sets asked of it."""
+    asked: dict[str, set[Extras]] = {}
+    extras_of: dict[str, set[str]] = {}  # the union, to read dependencies with
+    todo: list[tuple[str, Extras, str]] = [(canonicalize_name(r), (), origin) for r in roots]
+    while todo:
+        name, extras, wanted_by = todo.pop()
+        if name not in locked:
+            raise BuildError(
+                f"{name} (needed by {wanted_by}) is not in Pipfile.lock [default]: add it to [packages] "
+                "in the Pipfile and run `pipenv lock`"
+            )
+        asked.setdefault(name, {()}).add(extras)
+        if name in extras_of and extras_of[name].issuperset(extras):
+            continue
+        extras_of[name] = extras_of.get(name, set()).union(extras)
+        for requirement in _dependencies(locked[name], extras_of[name]):
+            dependency = canonicalize_name(requirement.name)
+            pinned = locked.get(dependency)
+            if pinned and not requirement.specifier.contains(Version(pinned.version), prereleases=True):
+                raise BuildError(
+                    f"{locked[name].name} {locked[name].version} requires {requirement}, but Pipfile.lock "
+                    f"pins {pinned.name} {pinned.version}: run `pipenv lock`"
+                )
+            wanted = tuple(sorted({canonicalize_name(e) for e in requirement.extras}))
+            todo.append((dependency, wanted, locked[name].name))
+    return {name: asked[name] for name in sorted(asked)}
+
+
+def requirements_txt(lock_path: Path, packages: Iterable[str], origin: str = "requirements.in") -> str:
+    """Pinned, hash-checked requirements for ``packages`` and their dependencies, from ``Pipfile.lock``."""
+    locked = locked_packages(lock_path)
+    roots = sorted({canonicalize_name(p) for p in packages})
+    lines = [
+        "# Generated by jupiter_data.build from Pipfile.lock [default]; do not edit.",
+        f"# For {', '.join(roots)} and their dependencies.",
+    ]
+    for name, asked in runtime_closure(locked, roots, origin).items():
+        lines += [locked[name].line(extras) for extras in sorted(asked)]
     return "\n".join(lines) + "\n"
 
 
@@ -87,16 +225,19 @@ def archive_bytes(repo_root: Path, name: str) -> bytes:
         raise BuildError(f"unknown function {name!r}: no functions/{name}/main.py (known: {known})")
     if (folder / "requirements.txt").exists():
         raise BuildError(
-            f"functions/{name}/requirements.txt: functions may not declare their own dependencies; "
-            "add them to [packages] in the Pipfile and run `pipenv lock` (requirements.txt is generated)"
+            f"functions/{name}/requirements.txt: requirements.txt is generated; name the packages the "
+            f"function imports in functions/{name}/{DECLARATION} (versions come from Pipfile.lock)"
         )
     if (folder / "jupiter_data").exists():
         raise BuildError(f"functions/{name}/jupiter_data: remove it, the build adds shared/jupiter_data")
+    packages = declared_packages(repo_root, name)
     files = _tree(folder, "")
+    files.pop(DECLARATION, None)  # an input of the build, not of the function
     shared = _tree(repo_root / "shared" / "jupiter_data", "jupiter_data/")
     files.update({arc: path for arc, path in shared.items() if not arc.startswith("jupiter_data/local/")})
     contents = {arc: path.read_bytes() for arc, path in files.items()}
-    contents["requirements.txt"] = requirements_txt(repo_root / "Pipfile.lock").encode()
+    origin = f"functions/{name}/{DECLARATION}"
+    contents["requirements.txt"] = requirements_txt(repo_root / "Pipfile.lock", packages, origin).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for arcname in sorted(contents):
@@ -145,7 +286,7 @@ def build_function(repo_root: Path, name: str, out_dir: Path) -> Path:
 def build_all(repo_root: Path, out_dir: Path) -> list[Path]:
     """Build every ``functions/*/main.py``; forget archives of functions that no longer exist."""
     names = function_names(repo_root)
-    requirements_txt(repo_root / "Pipfile.lock")  # a broken lock fails the build even with no functions
+    locked_packages(repo_root / "Pipfile.lock")  # a broken lock fails the build even with no functions
     archives = [build_function(repo_root, name, out_dir) for name in names]
     manifest = _read_manifest(out_dir)
     for gone in sorted(set(manifest) - set(names)):
