@@ -786,8 +786,9 @@ def test_restart_resumes_pushing_what_was_published_before_the_stop(
     endpoints.append(endpoint)
     wait_for(lambda: emulator.unacked_count(subscription) == 0, what="pushes after the restart")
 
+    # At least once: a push still in flight when the stop's grace ran out is saved and pushed again, so a
+    # stalled (loaded) machine may deliver a message twice; what must hold is that each arrived.
     delivered = {r["body"]["message"]["messageId"]: r["body"] for r in endpoint.requests}
-    assert len(endpoint.requests) == 5
     assert {i: base64.b64decode(b["message"]["data"]).decode() for i, b in delivered.items()} == published
     assert all(b["deliveryAttempt"] > 1 for b in delivered.values())  # counted across the restart
     assert all(b["subscription"] == subscription for b in delivered.values())
