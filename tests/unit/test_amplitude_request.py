@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
@@ -57,6 +58,13 @@ def test_requests_that_can_never_be_served_are_refused(document: object) -> None
     with pytest.raises((ValueError, KeyError, TypeError)):
         parse_request(request(document), NOW)
     assert days_requested(request(document), NOW) is None
+
+
+def test_a_hostile_request_is_refused_with_a_short_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    for data in (b"[" * 200_000, json.dumps({"day": "x" * 100_000}).encode()):
+        with caplog.at_level(logging.ERROR):
+            assert days_requested(data, NOW) is None
+    assert [len(r.getMessage()) < 300 for r in caplog.records] == [True, True]
 
 
 def test_days_between_is_inclusive() -> None:

@@ -90,6 +90,7 @@ def days_requested(data: bytes, now: datetime) -> SyncRequest | None:
             "Amplitude sync failed", extra={"fields": {"error": str(exc), "reason": "day not complete"}}
         )
         return None
-    except (ValueError, KeyError, TypeError) as exc:
-        log.error("ignoring an invalid sync request: %s", exc)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        # The reason may quote the request: cut it, as every echo of untrusted input is.
+        log.error("ignoring an invalid sync request: %.200s", f"{type(exc).__name__}: {exc}")
         return None
