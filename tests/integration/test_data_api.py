@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from google.cloud import bigquery
 
 from jupiter_data.adapters.bigquery import BigQueryQueryRunner, BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, bigquery_read_client
@@ -266,6 +268,22 @@ def test_the_storage_read_client_streams_a_table_from_the_emulator(
     batches = list(rows.to_arrow_iterable(bqstorage_client=bigquery_read_client(settings)))
     ids = {value for batch in batches for value in batch.column("insert_id").to_pylist()}
     assert {"a1", "a2", "a3", "a4", "a5", "a6"} <= ids
+
+
+def test_the_storage_read_client_takes_a_stream_message_over_4_mib(emulators: LocalStack) -> None:
+    """gRPC's default cap is 4 MiB a message; the library lifts it on its own channel, and so must ours."""
+    settings = emulators.settings()
+    client = bigquery_client(settings)
+    name = f"ops.storage_read_{uuid.uuid4().hex[:10]}"
+    table = f"{settings.project}.{name}"
+    client.create_table(bigquery.Table(table, schema=[bigquery.SchemaField("text", "STRING")]))
+    try:
+        rows = [{"text": f"{i:06d}" + "x" * 1018} for i in range(5_000)]  # ~5 MiB
+        BigQueryWarehouse(client).insert_rows(name, rows, [str(i) for i in range(len(rows))])
+        listed = client.list_rows(table).to_arrow_iterable(bqstorage_client=bigquery_read_client(settings))
+        assert sum(batch.num_rows for batch in listed) == len(rows)
+    finally:
+        client.delete_table(table)
 
 
 BIG = "123456789012345678901234567890"  # past 64 bits

@@ -47,7 +47,9 @@ def bigquery_read_client(settings: Settings) -> Any:
     from google.cloud.bigquery_storage_v1.services.big_query_read import transports
 
     if settings.bigquery_storage_emulator_host:
-        channel = grpc.insecure_channel(settings.bigquery_storage_emulator_host)
+        # Unbounded messages, as the library's own channel is: a read stream's message can pass 4 MiB.
+        unbounded = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        channel = grpc.insecure_channel(settings.bigquery_storage_emulator_host, options=unbounded)
         transport = transports.BigQueryReadGrpcTransport(channel=channel)
         return bigquery_storage_v1.BigQueryReadClient(transport=transport)  # type: ignore[no-untyped-call]
     return bigquery_storage_v1.BigQueryReadClient()  # type: ignore[no-untyped-call]
