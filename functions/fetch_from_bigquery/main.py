@@ -10,10 +10,10 @@ from jupiter_data import bootstrap
 from jupiter_data.domain.data_api import ApiProblem
 from jupiter_data.logs import request_trace
 from jupiter_data.services.data_api import MAX_BODY_BYTES, ApiResponse, Call, problem_response
-from jupiter_data.settings import get_data_api_settings
+from jupiter_data.settings import DataApiSettings, load_settings
 
 settings = bootstrap.cold_start()
-get_data_api_settings()  # fail at cold start, naming the variable
+load_settings(DataApiSettings)  # fail at cold start, naming the variable
 
 
 def _as_flask(reply: ApiResponse) -> flask.Response:

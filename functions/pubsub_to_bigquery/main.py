@@ -7,10 +7,10 @@ from cloudevents.http import CloudEvent
 
 from jupiter_data import bootstrap
 from jupiter_data.domain.events import PubSubMessage
-from jupiter_data.settings import get_loader_settings
+from jupiter_data.settings import LoaderSettings, load_settings
 
 bootstrap.cold_start()
-get_loader_settings()  # fail at cold start, naming the variable, rather than on the first message
+load_settings(LoaderSettings)  # fail at cold start, naming the variable, rather than on the first message
 
 
 @functions_framework.cloud_event

@@ -9,12 +9,12 @@ import functions_framework
 
 from jupiter_data import bootstrap
 from jupiter_data.logs import request_trace
-from jupiter_data.settings import get_bridge_settings
+from jupiter_data.settings import BridgeSettings, load_settings
 
 MAX_BODY_BYTES = 300 * 1024
 
 settings = bootstrap.cold_start()
-get_bridge_settings()  # fail at cold start, naming the variable, rather than on the first message
+load_settings(BridgeSettings)  # fail at cold start, naming the variable, rather than on the first message
 
 
 def _json(status: int, body: dict[str, object]) -> flask.Response:

@@ -13,10 +13,10 @@ from cloudevents.http import CloudEvent
 from jupiter_data import bootstrap
 from jupiter_data.domain.amplitude_request import days_requested
 from jupiter_data.domain.events import PubSubMessage
-from jupiter_data.settings import get_amplitude_settings
+from jupiter_data.settings import AmplitudeSettings, load_settings
 
 bootstrap.cold_start()
-get_amplitude_settings()  # fail at cold start, naming the variable
+load_settings(AmplitudeSettings)  # fail at cold start, naming the variable
 
 
 @functions_framework.cloud_event

@@ -28,12 +28,13 @@ from jupiter_data.services.bridge import Bridge
 from jupiter_data.services.data_api import Authenticator, DataApi, DataApiConfig, RefreshingKeys
 from jupiter_data.services.loader import Loader
 from jupiter_data.settings import (
+    AmplitudeSettings,
+    BridgeSettings,
+    DataApiSettings,
+    LoaderSettings,
     Settings,
-    get_amplitude_settings,
-    get_bridge_settings,
-    get_data_api_settings,
-    get_loader_settings,
     get_settings,
+    load_settings,
     read_api_keys_file,
 )
 
@@ -46,7 +47,7 @@ def cold_start() -> Settings:
 
 @functools.cache
 def bridge() -> Bridge:
-    settings, bridge_settings = get_settings(), get_bridge_settings()
+    settings, bridge_settings = get_settings(), load_settings(BridgeSettings)
     return Bridge(
         bridge_settings,
         SnsHttpGateway(base_url=bridge_settings.cert_base_url),
@@ -58,11 +59,11 @@ def bridge() -> Bridge:
 @functools.cache
 def loader() -> Loader:
     settings = get_settings()
-    return Loader(get_loader_settings(), BigQueryWarehouse(bigquery_client(settings)), SystemClock())
+    return Loader(load_settings(LoaderSettings), BigQueryWarehouse(bigquery_client(settings)), SystemClock())
 
 
 def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> AmplitudeSync:
-    settings, amplitude = get_settings(), get_amplitude_settings()
+    settings, amplitude = get_settings(), load_settings(AmplitudeSettings)
     resources = load_resources()
     return AmplitudeSync(
         SyncConfig(
@@ -86,7 +87,7 @@ def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> Amplit
 
 @functools.cache
 def data_api() -> DataApi:
-    settings, api = get_settings(), get_data_api_settings()
+    settings, api = get_settings(), load_settings(DataApiSettings)
     keys: Authenticator = api.api_keys
     if (path := api.api_keys_file) is not None:
         keys = RefreshingKeys(api.api_keys, lambda: read_api_keys_file(path), SystemClock())
