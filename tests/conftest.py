@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from jupiter_data.settings import get_settings
+from jupiter_data.settings import clear_settings_cache
 
 # CI explores the same examples on every run, so a landing never hinges on a lucky draw; developers'
 # runs stay random (and keep hypothesis's example database) to keep finding new failures.
@@ -22,8 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _restore_environ() -> Iterator[None]:
     """Tests may set variables freely; each one starts from the same environment."""
     saved = dict(os.environ)
-    get_settings.cache_clear()
+    clear_settings_cache()
     yield
     os.environ.clear()
     os.environ.update(saved)
-    get_settings.cache_clear()
+    clear_settings_cache()

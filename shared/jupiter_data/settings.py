@@ -317,6 +317,11 @@ def _read_once(cls: type[FromEnv]) -> FromEnv:
     return cls.from_env()
 
 
+def clear_settings_cache() -> None:
+    """Forget the settings read so far: the next ``load_settings`` reads the environment again (tests)."""
+    _read_once.cache_clear()
+
+
 @dataclass(frozen=True)
 class Settings(FromEnv):
     """What every function reads."""
