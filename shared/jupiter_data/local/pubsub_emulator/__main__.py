@@ -13,7 +13,10 @@ from jupiter_data.local.pubsub_emulator.server import PubSubEmulator
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the jupiter-data Pub/Sub emulator (gRPC).")
+    parser = argparse.ArgumentParser(
+        prog="python -m jupiter_data.local.pubsub_emulator",
+        description="Run the jupiter-data Pub/Sub emulator (gRPC).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8085)
     parser.add_argument(
