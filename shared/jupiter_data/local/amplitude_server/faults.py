@@ -50,7 +50,3 @@ class RequestRecord:
     fault: str | None
     bytes_sent: int  # the body the server sent (or began to send): the zip, or its cut
     at: float  # time.time()
-
-    @property
-    def window(self) -> tuple[str | None, str | None]:
-        return self.start, self.end

@@ -153,10 +153,6 @@ class AmplitudeExportServer:
         with self._lock:
             return list(self._requests)
 
-    @property
-    def windows(self) -> list[tuple[str | None, str | None]]:
-        return [record.window for record in self.requests]
-
     def reset_requests(self) -> None:
         with self._lock:
             self._requests.clear()
@@ -181,18 +177,6 @@ class AmplitudeExportServer:
         if window is None:
             return ExportStats(as_hour(start), as_hour(end))
         return self.spec.expected(*window)
-
-    def prepare(self, start: datetime | date, end: datetime | date) -> ExportStats:
-        """Generate (and cache) the zip of a window now, so a later request answers at once.
-
-        A large uncached window takes a while before its first byte (about 20 s for 500k events),
-        as the real API does; benchmarks call this first to time only the download.
-        """
-        window = self.available(start, end)
-        if window is None:
-            return ExportStats(as_hour(start), as_hour(end))
-        spec, _ = self.settings()
-        return self.export_file(spec, *window)[1]
 
     # ------------------------------------------------------------------------ for the HTTP handler
 
