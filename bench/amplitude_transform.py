@@ -69,7 +69,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
-from report import record  # bench/report.py: scripts run with bench/ on sys.path
+from report import record, verdict  # bench/report.py: scripts run with bench/ on sys.path
+from support import BenchError, exit_status  # bench/support.py
 
 from jupiter_data.domain import amplitude
 
@@ -91,10 +92,6 @@ FUNCTION_TIMEOUT_S = 540.0  # event-triggered Cloud Functions: 9 minutes
 OUTPUTS = ("events", "properties", "bad_lines")
 MB = 1e6
 MIB = 1 << 20
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a child failed, or ran past its scaled time limit): exit 2."""
 
 
 # -- the naive baseline ----------------------------------------------------------------------------
@@ -508,10 +505,6 @@ def main_rss_mib(run: dict[str, Any]) -> float:
     return float(run["max_rss_kib"] / 1024)
 
 
-def verdict(met: bool) -> str:
-    return "MET" if met else "MISSED"
-
-
 def correctness(size: Size) -> list[str]:
     problems = []
     expected = size.export
@@ -685,11 +678,7 @@ def main() -> int:
         _, _, kind, zip_path, outdir = sys.argv
         print(json.dumps(child(kind, zip_path, outdir)))
         return 0
-    try:
-        return run()
-    except BenchError as exc:
-        print(f"benchmark could not run: {exc}")
-        return 2
+    return exit_status(run)
 
 
 def run() -> int:

@@ -48,15 +48,15 @@ from urllib.parse import urlsplit
 import google.cloud.pubsub_v1 as pubsub_v1
 from functions_framework._http.gunicorn import GunicornApplication
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
-from report import record  # bench/report.py: scripts run with bench/ on sys.path
+from report import REPO_ROOT, percentile, record, verdict  # bench/report.py: bench/ is on sys.path
+from support import BenchError, exit_status  # bench/support.py
 
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
 from jupiter_data.resources import load_resources
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # tests/ is not an installed package
-from tests.sns_signing import CERT_URL, TOPIC_ARN, Signer  # noqa: E402
+from tests.sns_signing import CERT_URL, TOPIC_ARN, Signer
 
 PROJECT = "jupiter-bench"
 TOPIC = "sns-events"
@@ -73,10 +73,6 @@ WARMUP_CAP = 5.0
 TARGET_RPS = 500.0
 TARGET_FRACTION = 0.40
 TARGET_P99_MS = 50.0
-
-
-class BenchError(Exception):
-    """The benchmark could not run (a server did not start, a sender failed): exit 2."""
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -268,10 +264,7 @@ class Phase:
         return self.sent / self.elapsed if self.elapsed else 0.0
 
     def ms(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return math.nan
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
+        return percentile(self.latencies, q) * 1000
 
     def cpu_ms_per_request(self) -> float:
         return self.server_cpu / self.sent * 1000 if self.sent else math.nan
@@ -454,10 +447,6 @@ def verify(
 # -- report --------------------------------------------------------------------------------------
 
 
-def verdict(met: bool) -> str:
-    return "MET" if met else "MISSED"
-
-
 def report(bridge_tp: Phase, trivial_tp: Phase, bridge_st: Phase, trivial_st: Phase, rate: float) -> None:
     fraction = bridge_tp.rate / trivial_tp.rate if trivial_tp.rate else 0.0
     tp_met = bridge_tp.rate >= TARGET_RPS and fraction >= TARGET_FRACTION and not bridge_tp.capped
@@ -534,11 +523,7 @@ def report(bridge_tp: Phase, trivial_tp: Phase, bridge_st: Phase, trivial_st: Ph
 
 
 def main() -> int:
-    try:
-        return run()
-    except BenchError as exc:
-        print(f"benchmark could not run: {exc}", file=sys.stderr)
-        return 2
+    return exit_status(run)
 
 
 def run() -> int:

@@ -24,13 +24,14 @@ from typing import Any
 import requests
 from google.cloud import bigquery
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
-from report import record  # bench/report.py: scripts run with bench/ on sys.path
+from report import percentile, record, verdict  # bench/report.py: scripts run with bench/ on sys.path
+from support import private_stack  # bench/support.py
 
 from jupiter_data.adapters.bigquery import query_parameters
 from jupiter_data.adapters.clients import bigquery_client
-from jupiter_data.domain.data_api import EventFilter
-from jupiter_data.local.stack import LocalStack, StackPorts
-from jupiter_data.services.data_api import CATALOGUE
+from jupiter_data.data_api.catalogue import CATALOGUE
+from jupiter_data.data_api.parsing import EventFilter
+from jupiter_data.local.stack import LocalStack
 
 TARGET_MS = 20.0
 START, END = date(2031, 5, 1), date(2031, 5, 31)
@@ -142,18 +143,13 @@ def endpoints() -> list[tuple[str, str, str, dict[str, Any], dict[str, Any] | No
     ]
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--events", type=int, default=1000, help="events seeded per source")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-fetch-") as tmp:
-        stack = LocalStack(Path(tmp), StackPorts.free(), free_function_ports=True)
+        stack = private_stack(Path(tmp))
         with stack:
             seed(stack, options.events)
             url = stack.function_urls()["fetch_from_bigquery"]
@@ -200,7 +196,7 @@ def main() -> None:
                 print(
                     f"{label:<32}|{statistics.median(api_ms):>9.1f}ms|{percentile(api_ms, 0.95):>7.1f}ms|"
                     f"{statistics.median(direct_ms):>12.1f}ms|{percentile(direct_ms, 0.95):>9.1f}ms|"
-                    f"{added:>11.1f}ms| <= {TARGET_MS:.0f} ms: {'MET' if added <= TARGET_MS else 'MISSED'}"
+                    f"{added:>11.1f}ms| <= {TARGET_MS:.0f} ms: {verdict(added <= TARGET_MS)}"
                 )
                 for figure, value, baseline, target, met in (
                     ("median", statistics.median(api_ms), statistics.median(direct_ms), "", None),

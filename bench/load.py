@@ -28,10 +28,11 @@ from pathlib import Path
 
 from machine import machine
 from report import percentile
+from support import private_stack
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
-from jupiter_data.local.stack import REPO_ROOT, SNS_TOPIC_ARN, LocalStack, StackPorts
+from jupiter_data.local.stack import REPO_ROOT, SNS_TOPIC_ARN, LocalStack
 from jupiter_data.local.tap import drain_dead_letters
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -113,7 +114,7 @@ def main() -> int:
     run_id = f"load-{uuid.uuid4().hex[:8]}"
     print(machine())
     with tempfile.TemporaryDirectory(prefix="jupiter-load-") as tmp:
-        stack = LocalStack(Path(tmp), StackPorts.free(), free_function_ports=True)
+        stack = private_stack(Path(tmp))
         print("starting a private local stack on free ports …", flush=True)
         with stack:
             print(

@@ -58,13 +58,14 @@ from pathlib import Path
 from typing import Any
 
 from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
-from report import percentile, record  # bench/report.py: scripts run with bench/ on sys.path
+from report import percentile, record, verdict  # bench/report.py: scripts run with bench/ on sys.path
+from support import BenchError, exit_status, private_stack  # bench/support.py
 
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
 from jupiter_data.domain import events
 from jupiter_data.domain.events import PubSubMessage
-from jupiter_data.local.stack import SNS_TOPIC_ARN, LocalStack, StackPorts
+from jupiter_data.local.stack import SNS_TOPIC_ARN
 from jupiter_data.logs import configure_logging
 from jupiter_data.ports import Row, SystemClock
 from jupiter_data.services.batcher import InsertBatcher
@@ -80,10 +81,6 @@ TARGET_RATE = 1_000.0  # messages/s per instance into the emulator
 TARGET_REDUCTION = 5.0  # at the steady rate: messages per insert call
 EVENTS_TABLE = events.EVENTS_TABLE
 DEAD_LETTER_TABLE = events.DEAD_LETTER_TABLE
-
-
-class BenchError(Exception):
-    """The benchmark could not run (the stack did not start, invocations hung): exit 2."""
 
 
 # -- the warehouse, timed --------------------------------------------------------------------------
@@ -502,10 +499,6 @@ def domain_cost(run: str, count: int = 1_000) -> float:
 # -- report ----------------------------------------------------------------------------------------
 
 
-def verdict(met: bool) -> str:
-    return "MET" if met else "MISSED"
-
-
 def report(b_tp: Phase, o_tp: Phase, b_st: Phase, o_st: Phase, rate: float) -> tuple[bool, bool]:
     tp_met = b_tp.rate_achieved >= TARGET_RATE and not b_tp.capped
     calls_met = b_st.per_call >= TARGET_REDUCTION and not b_st.capped
@@ -561,11 +554,7 @@ def report(b_tp: Phase, o_tp: Phase, b_st: Phase, o_st: Phase, rate: float) -> t
 
 
 def main() -> int:
-    try:
-        return run()
-    except BenchError as exc:
-        print(f"benchmark could not run: {exc}")
-        return 2
+    return exit_status(run)
 
 
 def run() -> int:
@@ -598,7 +587,7 @@ def run() -> int:
     )
 
     state_dir = Path(tempfile.mkdtemp(prefix="bench-loader-"))
-    stack = LocalStack(state_dir, StackPorts.free(), functions_dir=None)
+    stack = private_stack(state_dir, functions=False)
     wal: WalWatch | None = None
     keep_logs = True  # until the run passed: the emulators' logs stay for a look, their data never does
     started = time.perf_counter()

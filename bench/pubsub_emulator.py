@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 import grpc
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import types
+from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
 from report import record  # bench/report.py: scripts run with bench/ on sys.path
 
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
@@ -211,10 +210,7 @@ def main() -> int:
             met=client >= TARGET_MSG_S if index == 0 else None,
             higher_is_better=True,
         )
-    print(
-        f"machine: {os.cpu_count()} cpu, Python {platform.python_version()} ({sys.implementation.name}), "
-        f"grpcio {grpc.__version__}, {len(PAYLOAD)}-byte payloads"
-    )
+    print(f"{machine()}; grpcio {grpc.__version__}, {len(PAYLOAD)}-byte payloads")
     return 0  # a missed target is a MISSED row, not a failed bench
 
 

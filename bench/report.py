@@ -1,6 +1,7 @@
 """One results table for every benchmark: each figure beside its baseline measured in the same run.
 
-Inside a bench script, each row of its printed table is also recorded as it is computed:
+Inside a bench script, each row of its printed table is also recorded as it is computed (every
+p50/p95/p99 a bench prints or records comes from ``percentile`` here, every MET/MISSED from ``verdict``):
 
     from report import record  # bench/report.py: scripts run with bench/ on sys.path
     record(bench="loader", figure="max throughput (msg/s)", value=rate, baseline=baseline_rate,
@@ -46,6 +47,11 @@ def percentile(values: Sequence[float], q: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def verdict(met: bool | None) -> str:
+    """How every bench says whether a figure met its target; empty for a figure without one."""
+    return {True: "MET", False: "MISSED", None: ""}[met]
 
 
 def _now() -> str:
@@ -229,10 +235,9 @@ def render(entries: Sequence[dict[str, Any]], expected: Sequence[str], command: 
             base = "-" if baseline is None else _with_unit(baseline, e.get("unit", ""))
             if baseline is not None and e.get("baseline_label"):
                 base += f" ({e['baseline_label']})"
-            verdict = {True: "MET", False: "MISSED", None: ""}[e.get("met")]
             rows.append(
                 [bench, e["figure"], _with_unit(e["value"], e.get("unit", "")), base, ratio(e),
-                 e.get("target", ""), verdict]
+                 e.get("target", ""), verdict(e.get("met"))]
             )  # fmt: skip
         status = statuses.get(bench)
         problem = None

@@ -8,8 +8,6 @@ after another by the same supervisor, i.e. what a sequential start would cost.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -18,9 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import record  # bench/report.py: scripts run with bench/ on sys.path
+from machine import machine  # bench/machine.py: scripts run with bench/ on sys.path
+from report import record, verdict  # bench/report.py: scripts run with bench/ on sys.path
+from support import private_stack  # bench/support.py
 
-from jupiter_data.local.stack import REPO_ROOT, LocalStack, StackPorts
+from jupiter_data.local.stack import REPO_ROOT
 from jupiter_data.local.supervisor import STARTUP_TIMEOUT, Supervisor
 
 TARGET_SECONDS = 30.0
@@ -51,7 +51,7 @@ def time_run_command(state: Path) -> float:
 
 
 def time_sequential_emulators(state: Path) -> float:
-    stack = LocalStack(state, StackPorts.free(), functions_dir=None)
+    stack = private_stack(state, functions=False)
     total = 0.0
     for service in stack.emulator_services():
         supervisor = Supervisor(state)
@@ -70,12 +70,12 @@ def main() -> None:
         stack_times = [time_run_command(Path(tmp) / f"run{n}") for n in range(runs)]
         baseline_times = [time_sequential_emulators(Path(tmp) / f"seq{n}") for n in range(runs)]
     stack, baseline = statistics.median(stack_times), statistics.median(baseline_times)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(machine())
     print(f"{'figure':<52} {'median s':>9} {'runs':>5}")
     print(f"{'`jupiter_data run` to all health checks passing':<52} {stack:>9.2f} {runs:>5}")
     print(f"{'baseline: emulators started one after another':<52} {baseline:>9.2f} {runs:>5}")
     print(f"ratio stack/baseline: {stack / baseline:.2f}   target: <= {TARGET_SECONDS:.0f} s   "
-          f"{'MET' if stack <= TARGET_SECONDS else 'MISSED'}")  # fmt: skip
+          f"{verdict(stack <= TARGET_SECONDS)}")  # fmt: skip
     record(
         bench="stack_startup",
         figure=f"`jupiter_data run` to all health checks passing, median of {runs} runs",
