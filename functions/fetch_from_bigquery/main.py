@@ -1,19 +1,29 @@
-"""HTTPS data API for analysts: routes, authentication and queries live in jupiter_data.services.data_api."""
+"""HTTPS data API for analysts: routes, authentication and queries live in jupiter_data.data_api."""
 
 from __future__ import annotations
+
+import functools
 
 import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
-from jupiter_data import bootstrap
-from jupiter_data.domain.data_api import ApiProblem
+from jupiter_data.bootstrap import cold_start
+from jupiter_data.data_api.problems import ApiProblem
+from jupiter_data.data_api.rendering import ApiResponse, problem_response
+from jupiter_data.data_api.routes import MAX_BODY_BYTES, Call, DataApi, bootstrap
+from jupiter_data.data_api.settings import DataApiSettings
 from jupiter_data.logs import request_trace
-from jupiter_data.services.data_api import MAX_BODY_BYTES, ApiResponse, Call, problem_response
-from jupiter_data.settings import DataApiSettings, load_settings
+from jupiter_data.settings import load_settings
 
-settings = bootstrap.cold_start()
-load_settings(DataApiSettings)  # fail at cold start, naming the variable
+settings = cold_start()
+api_settings = load_settings(DataApiSettings)  # fail at cold start, naming the variable
+
+
+@functools.cache
+def data_api() -> DataApi:
+    # Built on the first request, which creates the BigQuery client: a cold start only reads settings.
+    return bootstrap(settings, api_settings=api_settings)
 
 
 def _as_flask(reply: ApiResponse) -> flask.Response:
@@ -40,5 +50,5 @@ def fetch_from_bigquery(request: flask.Request) -> flask.Response:
         body,
     )
     with request_trace(request.headers, settings.project):
-        reply = bootstrap.data_api().handle(call)
+        reply = data_api().handle(call)
     return _as_flask(reply)

@@ -10,10 +10,9 @@ import functools
 from collections.abc import Callable
 
 from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
-from jupiter_data.adapters.bigquery import BigQueryQueryRunner, BigQueryWarehouse
+from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import (
     bigquery_client,
-    bigquery_read_client,
     publisher_client,
     storage_client,
 )
@@ -25,17 +24,14 @@ from jupiter_data.ports import SystemClock
 from jupiter_data.resources import load_resources
 from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncConfig
 from jupiter_data.services.bridge import Bridge
-from jupiter_data.services.data_api import Authenticator, DataApi, DataApiConfig, RefreshingKeys
 from jupiter_data.services.loader import Loader
 from jupiter_data.settings import (
     AmplitudeSettings,
     BridgeSettings,
-    DataApiSettings,
     LoaderSettings,
     Settings,
     get_settings,
     load_settings,
-    read_api_keys_file,
 )
 
 
@@ -82,26 +78,4 @@ def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> Amplit
         BigQueryWarehouse(bigquery_client(settings)),
         SystemClock(),
         progress=progress,
-    )
-
-
-@functools.cache
-def data_api() -> DataApi:
-    settings, api = get_settings(), load_settings(DataApiSettings)
-    keys: Authenticator = api.api_keys
-    if (path := api.api_keys_file) is not None:
-        keys = RefreshingKeys(api.api_keys, lambda: read_api_keys_file(path), SystemClock())
-    return DataApi(
-        DataApiConfig(
-            keys=keys,
-            max_range_days=api.max_range_days,
-            max_bytes_billed=api.max_bytes_billed,
-            query_timeout_s=api.query_timeout.total_seconds(),
-        ),
-        BigQueryQueryRunner(
-            bigquery_client(settings),
-            # The emulator serves the Storage Read API for tables but not for query results.
-            None if settings.bigquery_emulator_host else (lambda: bigquery_read_client(settings)),
-        ),
-        lambda: SystemClock().now().date(),
     )

@@ -17,10 +17,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Self, TypeVar, cast
 
-from jupiter_data.domain.data_api import ApiKeys
 from jupiter_data.resources import load_resources
 
 T = TypeVar("T")
@@ -226,33 +224,6 @@ def one_of(choices: tuple[str, ...], upper: bool = False) -> Callable[[str], str
         return value
 
     return parse
-
-
-MAX_KEY_FILE_BYTES = 64 * 1024  # about 480 keys
-
-
-def read_api_keys_file(path: Path) -> ApiKeys:
-    """The ``name:sha256hex`` entries of a key file (separated by commas or white space), or ``ValueError``
-    saying what is wrong without quoting the file."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise ValueError(f"{path} is over {MAX_KEY_FILE_BYTES} bytes")
-    try:
-        return ApiKeys.parse(data.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        reason = "not ASCII" if isinstance(exc, UnicodeDecodeError) else str(exc)
-        raise ValueError(f"{path}: {reason}") from None
-
-
-def _key_file(raw: str) -> tuple[Path, ApiKeys]:
-    path = Path(raw)
-    if not path.is_absolute():
-        raise ValueError(f"{raw!r} is not an absolute path")
-    return path, read_api_keys_file(path)
 
 
 class _Reader:
@@ -468,58 +439,4 @@ class AmplitudeSettings(FromEnv):
     def check(cls, values: Mapping[str, Any], environment: Callable[[], str]) -> dict[str, str]:
         if values["api_base_url"].startswith("http://") and environment() != "local":
             return {"AMPLITUDE_API_BASE_URL": f"{values['api_base_url']!r} must be an https base URL"}
-        return {}
-
-
-@dataclass(frozen=True)
-class DataApiSettings(FromEnv):
-    """What ``fetch_from_bigquery`` reads on top of ``Settings``.
-
-    Deployed, the key digests are a Secret Manager secret that Cloud Run mounts as a file at its latest
-    version (``FETCH_API_KEYS_FILE``), re-read while the function runs so that a key can be revoked
-    without a redeploy; ``FETCH_API_KEYS``, the list inline, is for the local stack and tests only.
-    """
-
-    key_file: tuple[Path, ApiKeys] | None = setting(
-        "FETCH_API_KEYS_FILE",
-        _key_file,
-        optional=True,
-        secret=True,
-        doc="mounted Secret Manager file of name:sha256 key digests, re-read every minute",
-    )
-    inline_keys: ApiKeys | None = setting(
-        "FETCH_API_KEYS",
-        ApiKeys.parse,
-        local_only=True,
-        secret=True,
-        doc="the key digests inline (local stack and tests)",
-    )
-    max_range_days: int = setting(
-        "FETCH_MAX_RANGE_DAYS", int_between(1, 3660), default="92", doc="longest date range"
-    )
-    max_bytes_billed: int = setting(
-        "FETCH_MAX_BYTES_BILLED",
-        int_between(10 << 20, 10 << 40),
-        default=str(10 << 30),
-        doc="a query that would bill more is refused",
-    )
-    query_timeout: timedelta = setting(
-        "FETCH_QUERY_TIMEOUT", duration, default="30s", doc="a query running longer is cancelled"
-    )
-
-    @property
-    def api_keys(self) -> ApiKeys:
-        """As read at cold start."""
-        return self.key_file[1] if self.key_file else self.inline_keys or ApiKeys()
-
-    @property
-    def api_keys_file(self) -> Path | None:
-        return self.key_file[0] if self.key_file else None
-
-    @classmethod
-    def check(cls, values: Mapping[str, Any], environment: Callable[[], str]) -> dict[str, str]:
-        if values["key_file"] and values["inline_keys"]:
-            return {"FETCH_API_KEYS": "set FETCH_API_KEYS_FILE or FETCH_API_KEYS, not both"}
-        if not (values["key_file"] or values["inline_keys"]):
-            return {"FETCH_API_KEYS_FILE": "is required (or FETCH_API_KEYS, locally)"}
         return {}

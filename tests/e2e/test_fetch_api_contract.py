@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 
-from jupiter_data.services.data_api import OPENAPI_PATH
+from jupiter_data.data_api.routes import OPENAPI_PATH
 
 # The platform is started by the first test that needs it; the URL and key are known only then.
 schema = schemathesis.openapi.from_path(

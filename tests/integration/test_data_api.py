@@ -7,6 +7,7 @@ else the session's emulator holds.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import uuid
@@ -20,12 +21,16 @@ from google.cloud import bigquery
 
 from jupiter_data.adapters.bigquery import BigQueryQueryRunner, BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, bigquery_read_client
-from jupiter_data.domain.data_api import ApiKeys
+from jupiter_data.data_api.keys import ApiKeys
+from jupiter_data.data_api.routes import Call, DataApi, bootstrap
+from jupiter_data.data_api.settings import DataApiSettings
 from jupiter_data.local.stack import LocalStack
-from jupiter_data.services.data_api import Call, DataApi, DataApiConfig
+from tests.fakes import FakeClock
 
 KEY = "integration-key-" + "x" * 30
 AUTH = {"Authorization": f"Bearer {KEY}"}
+API_SETTINGS = DataApiSettings.from_env({"FETCH_API_KEYS": f"integration:{ApiKeys.digest(KEY)}"})
+CLOCK = FakeClock(datetime(2031, 3, 31, 12, tzinfo=UTC))
 T0 = datetime(2031, 3, 10, 12, 0, tzinfo=UTC)
 
 
@@ -95,16 +100,14 @@ def api(emulators: LocalStack) -> Iterator[DataApi]:
     warehouse.insert_rows(
         "amplitude.events", AMPLITUDE_ROWS, [f"seed-a{n}" for n in range(len(AMPLITUDE_ROWS))]
     )
-    runner = BigQueryQueryRunner(bigquery_client(settings))  # no Storage API: see bootstrap.data_api
-    config = DataApiConfig(keys=ApiKeys.parse(f"integration:{ApiKeys.digest(KEY)}"))
-    yield DataApi(config, runner, lambda: date(2031, 3, 31))
+    yield bootstrap(settings, api_settings=API_SETTINGS, clock=CLOCK)  # the real runner, on the emulator
 
 
 def get(api: DataApi, path: str, args: Mapping[str, Sequence[str] | str] | None = None,
         headers: Mapping[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
     query = {k: [v] if isinstance(v, str) else list(v) for k, v in (args or {}).items()}
     response = api.handle(Call("GET", path, query, {**AUTH, **(headers or {})}))
-    raw = response.read()
+    raw = b"".join(response.body)
     is_json = response.content_type in ("application/json", "application/problem+json")
     body = orjson.loads(raw) if is_json else raw.decode()
     return response.status, body, response.headers
@@ -226,7 +229,7 @@ def test_the_legacy_contract_counts_amplitude_events_per_type(api: DataApi) -> N
                          "eventTypes": ["app_opened", "payment_succeeded", "never_seen"]})  # fmt: skip
     response = api.handle(Call("POST", "/", {}, AUTH, body))
     assert response.status == 200 and response.content_type == "application/json"
-    assert orjson.loads(response.read()) == [
+    assert orjson.loads(b"".join(response.body)) == [
         {"event_type": "app_opened", "event_count": 3},
         {"event_type": "payment_succeeded", "event_count": 1},
     ]
@@ -244,11 +247,8 @@ def test_csv_and_ndjson_carry_the_same_rows(api: DataApi) -> None:
 def test_a_query_over_the_byte_cap_is_refused_before_it_runs(emulators: LocalStack) -> None:
     settings = emulators.settings()
     runner = BigQueryQueryRunner(bigquery_client(settings))
-    api = DataApi(
-        DataApiConfig(keys=ApiKeys.parse(f"integration:{ApiKeys.digest(KEY)}"), max_bytes_billed=10 << 20),
-        runner,
-        lambda: date(2031, 3, 31),
-    )
+    capped = dataclasses.replace(API_SETTINGS, max_bytes_billed=10 << 20)
+    api = bootstrap(settings, api_settings=capped, runner=runner, clock=CLOCK)
     estimate = runner.estimate_bytes(
         "SELECT COUNT(*) AS n FROM `ops.all_user_events` WHERE user_id = @user", {"user": "alice"}
     )
@@ -309,7 +309,7 @@ def test_integers_of_any_size_in_properties_come_back_exactly(api: DataApi, fmt:
     query = {**{name: [value] for name, value in JUNE_15.items()}, "format": [fmt]}
     response = api.handle(Call("GET", "/v1/events", query, AUTH))
     assert response.status == 200
-    text = response.read().decode()
+    text = b"".join(response.body).decode()
     if fmt == "csv":
         rows = [{**row, "properties": json.loads(row["properties"])}
                 for row in csv.DictReader(io.StringIO(text))]  # fmt: skip

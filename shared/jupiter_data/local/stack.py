@@ -20,7 +20,7 @@ import boto3
 
 from jupiter_data.adapters.clients import publisher_client
 from jupiter_data.adapters.pubsub import PubSubPublisher
-from jupiter_data.domain.data_api import ApiKeys
+from jupiter_data.data_api.keys import ApiKeys
 from jupiter_data.local.provision import provision
 from jupiter_data.local.supervisor import Service, StackLock, Supervisor, free_port, http_ok, tcp_open
 from jupiter_data.resources import FunctionDef, load_resources
