@@ -1,37 +1,20 @@
 """The benchmarks' time limits scale with the machine's measured speed, so a slower machine gets
-proportionally longer (a MISSED row at worst) and never a crash from a fixed budget.
-
-bench/ is a folder of scripts, not a package: each module is loaded from its path, with bench/ on
-sys.path as when a script runs.
-"""
+proportionally longer (a MISSED row at worst) and never a crash from a fixed budget."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-
-BENCH_DIR = REPO_ROOT / "bench"
+from tests.unit.bench_scripts import load_script
 
 
 @pytest.fixture
 def load(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
-    monkeypatch.syspath_prepend(str(BENCH_DIR))
-
-    def loader(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH_DIR / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up by name
-        spec.loader.exec_module(module)
-        return module
-
-    return loader
+    return partial(load_script, monkeypatch=monkeypatch)
 
 
 def test_no_bench_has_a_fixed_whole_run_budget(load: Callable[[str], ModuleType]) -> None:

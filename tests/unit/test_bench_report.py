@@ -1,34 +1,17 @@
-"""bench/report.py: figures recorded by the benchmarks in, one markdown table out.
-
-bench/ is a folder of scripts, not a package: the module is loaded from its path.
-"""
+"""bench/report.py: figures recorded by the benchmarks in, one markdown table out."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.unit.bench_scripts import BENCH_DIR, load_script
 
-BENCH_DIR = REPO_ROOT / "bench"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_report", BENCH_DIR / "report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load()
+with pytest.MonkeyPatch.context() as patch:
+    report = load_script("report", patch)
 
 
 def figure(bench: str, name: str, value: float, **extra: Any) -> dict[str, Any]:
