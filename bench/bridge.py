@@ -196,7 +196,7 @@ class FunctionServer:
 
 def gunicorn_config() -> str:
     """The configuration functions-framework gives gunicorn in this environment (its own code decides)."""
-    cfg = GunicornApplication(None, "127.0.0.1", 0, False).cfg
+    cfg = GunicornApplication(None, "127.0.0.1", 0, False).cfg  # type: ignore[no-untyped-call]
     return (
         f"gunicorn {cfg.worker_class_str} worker class, workers={cfg.workers}, threads={cfg.threads} "
         f"(functions-framework defaults: WORKERS={os.environ.get('WORKERS', '1 (unset)')}, "
@@ -534,8 +534,8 @@ def run() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="open-loop seconds")
     args = parser.parse_args()
     # As deployed: THREADS = the bridge's concurrency in resources.json (Terraform sets both).
-    bridge = next(f for f in load_resources().functions if f.name == "sns_to_pubsub")
-    os.environ.setdefault("THREADS", str(bridge.concurrency))
+    concurrency = next(f.concurrency for f in load_resources().functions if f.name == "sns_to_pubsub")
+    os.environ.setdefault("THREADS", str(concurrency))
 
     print(machine())
     print(f"server: {gunicorn_config()}; same for both endpoints")
