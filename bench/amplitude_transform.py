@@ -11,7 +11,7 @@ gets proportionally longer and only a hung or disproportionately slow run stops 
     a temporary directory, in parallel; generation time is not part of any figure;
   * for each size, two implementations, each in a fresh subprocess (``--child``):
     (a) real: ``transform_export`` from the zip path into three temporary files, as
-    ``AmplitudeSync`` calls it (its defaults: gzip level 1, fastest installed codec, worker
+    ``AmplitudeSync`` calls it (its defaults: gzip level 1 with ISA-L, worker
     processes as it decides);
     (b) naive baseline, defined here: each member read whole (``gzip.decompress(zip.read(member))``),
     split into lines, ``json.loads`` per line, a new dict per output row, ``datetime.strptime`` on
@@ -72,7 +72,9 @@ from machine import machine  # bench/machine.py: scripts run with bench/ on sys.
 from report import record, verdict  # bench/report.py: scripts run with bench/ on sys.path
 from support import BenchError, exit_status  # bench/support.py
 
-from jupiter_data.domain import amplitude
+from jupiter_data import amplitude_transform
+from jupiter_data.amplitude_transform.gzip_streams import DEFAULT_COMPRESSLEVEL
+from jupiter_data.domain import amplitude, amplitude_rows
 
 if TYPE_CHECKING:  # the children import only what the transform needs (the idle child shows that)
     from jupiter_data.local.amplitude_data import ExportStats
@@ -82,7 +84,7 @@ SLACK = 10.0  # a large run may take this many times what the small one of its k
 MIN_SCALED_SECONDS = 60.0
 EXPORT_DAY = date(2024, 3, 1)
 MALFORMED_RATE = 0.0005  # below the transform's default max_bad_fraction (0.001)
-COMPRESSLEVEL = amplitude.DEFAULT_COMPRESSLEVEL  # both implementations write gzip level 1
+COMPRESSLEVEL = DEFAULT_COMPRESSLEVEL  # both implementations write gzip level 1
 TARGET_SPEEDUP = 5.0
 TARGET_EVENTS_PER_S = 50_000.0
 TARGET_RSS_MIB = 300.0
@@ -236,9 +238,20 @@ def _vm_hwm_kib() -> int:
     return 0
 
 
+# The transform's code: the rules, the row builder and the streaming package.
+TRANSFORM_SOURCES = (
+    Path(amplitude.__file__),
+    Path(amplitude_rows.__file__),
+    *sorted(Path(amplitude_transform.__file__).parent.glob("*.py")),
+)
+
+
 def transform_source() -> str:
-    """The first 12 hex digits of the sha256 of the transform module as this process sees it."""
-    return hashlib.sha256(Path(amplitude.__file__).read_bytes()).hexdigest()[:12]
+    """The first 12 hex digits of the sha256 of the transform's modules as this process sees them."""
+    digest = hashlib.sha256()
+    for path in TRANSFORM_SOURCES:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -258,9 +271,11 @@ def child(kind: str, zip_path: str, outdir: str) -> dict[str, Any]:
             (out / "properties.json.gz").open("wb") as properties_out,
             (out / "bad_lines.json.gz").open("wb") as bad_out,
         ):
-            stats = amplitude.transform_export(zip_path, events_out, properties_out, bad_out, EXPORT_DAY)
+            stats = amplitude_transform.transform_export(
+                zip_path, events_out, properties_out, bad_out, EXPORT_DAY
+            )
         result |= {
-            "codec": stats.codec,
+            "codec": "isal",  # the transform's one codec
             "events": stats.events,
             "property_rows": stats.property_rows,
             "bad_lines": stats.bad_lines,
@@ -665,8 +680,7 @@ def where_time_goes(small: Size, gunzip_s: float) -> None:
     )
     print(
         f"  output NDJSON per event: {ndjson_out / real['events']:,.0f} B "
-        f"({real['property_rows'] / real['events']:.1f} property rows per event); "
-        f"codecs installed for the transform: {', '.join(amplitude.available_codecs())}"
+        f"({real['property_rows'] / real['events']:.1f} property rows per event)"
     )
 
 
@@ -745,9 +759,11 @@ def run() -> int:
         )
         runs = [idle, *(run for size in sizes for run in (size.real, size.naive) if run is not None)]
         sources = sorted({run["source"] for run in runs})
-        print(f"transform module {amplitude.__file__}: sha256 {', '.join(sources)} as the children read it")
+        where = Path(amplitude_transform.__file__).parents[1]
+        modules = ", ".join(str(path.relative_to(where)) for path in TRANSFORM_SOURCES)
+        print(f"transform modules {modules}: sha256 {', '.join(sources)} as the children read them")
         if len(sources) > 1:
-            print("WARNING: the transform module changed during the run; the figures mix its versions")
+            print("WARNING: the transform modules changed during the run; the figures mix their versions")
         named = [("idle", idle)] + [
             (f"{run['kind']} {size.label}", run)
             for size in sizes

@@ -483,9 +483,7 @@ IMPORT_ENV = {
 # What a function imports only when a request needs it.
 REQUEST_TIME_IMPORTS = {
     "fetch_from_bigquery": "import google.cloud.bigquery_storage_v1, pyarrow",
-    "sync_amplitude": (
-        "from jupiter_data.domain.amplitude import available_codecs\nassert 'isal' in available_codecs()"
-    ),
+    "sync_amplitude": "import jupiter_data.amplitude_transform",
 }
 # Imports the function, then names every installed distribution whose files it loaded.
 IMPORT_PROBE = """\

@@ -31,6 +31,7 @@ import pytest
 
 from jupiter_data import bootstrap, cli
 from jupiter_data.adapters.amplitude_api import AmplitudeAuthError, Download, ExportTooLarge
+from jupiter_data.amplitude_transform import CorruptExport
 from jupiter_data.domain import amplitude
 from jupiter_data.domain.amplitude_request import MAX_DAYS, DayNotComplete, days_between, yesterday
 from jupiter_data.local.amplitude_data import ExportSpec, hours_between
@@ -535,7 +536,7 @@ def test_a_truncated_download_fails_the_day_and_publishes_nothing() -> None:
     h = Harness(FakeExportApi(truncated_windows=[window(0, 23)]))
     error = h.failed()
 
-    assert isinstance(error.__cause__, amplitude.CorruptExport)
+    assert isinstance(error.__cause__, CorruptExport)
     assert h.names(RAW) == [f"raw/{DAY}/20261120T00-20261120T23.zip"], "the raw copy is kept for diagnosis"
     assert h.staged("events") == [] and h.staged("properties") == []
     assert_nothing_published(h)

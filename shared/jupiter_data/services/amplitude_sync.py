@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jupiter_data.adapters.amplitude_api import Download, ExportTooLarge
+from jupiter_data.amplitude_transform import transform_export
 from jupiter_data.domain import amplitude
 from jupiter_data.domain.amplitude_request import refuse_incomplete
 from jupiter_data.ports import Clock, ObjectStore, Warehouse
@@ -152,7 +153,7 @@ class AmplitudeSync:
                 outputs["bad"].open("wb") as bad,
             ):
                 # The malformed-line limit is the day's (checked below), whatever the window split.
-                stats = amplitude.transform_export(
+                stats = transform_export(
                     zip_path, ev, pr, bad, day, max_bad_fraction=1.0, workers=self._config.workers
                 )
             result.events += stats.events
