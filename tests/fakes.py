@@ -6,13 +6,19 @@ the contract tests in tests/integration run the same assertions against them and
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
-from collections import defaultdict
+import json
+import zipfile
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO
 
-from jupiter_data.ports import PreconditionFailed, Row
+from jupiter_data.local.amplitude_data import ExportSpec, hours_between
+from jupiter_data.ports import Download, ExportTooLarge, ObjectStore, PreconditionFailed, Row
 
 
 class FakeWarehouse:
@@ -78,3 +84,174 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.current += timedelta(**delta)
+
+
+class FakeBulkWarehouse:
+    """The ``BulkWarehouse`` port in memory: tables as lists of rows, values as NDJSON gives them (a
+    DATE is its ISO text). Loads read the gzip NDJSON objects back from ``store``. ``tables``: the
+    tables that exist to begin with (provisioned), empty.
+
+    Faults for unit tests: ``drop_rows[table prefix]`` rows a load into a matching table silently
+    loses; ``fail_load[table prefix]``, ``fail_replace`` and ``fail_insert`` are raised by those calls.
+    ``calls`` records ``(call, table)`` in order; ``replaced`` each committed ``(day, sources)``.
+    """
+
+    def __init__(self, store: ObjectStore, tables: Iterable[str] = ()) -> None:
+        self.store = store
+        self.tables: dict[str, list[dict[str, Any]]] = {name: [] for name in tables}
+        self.calls: list[tuple[str, str]] = []
+        self.replaced: list[tuple[date, dict[str, str | None]]] = []
+        self.drop_rows: dict[str, int] = {}
+        self.fail_load: dict[str, BaseException] = {}
+        self.fail_replace: BaseException | None = None
+        self.fail_insert: BaseException | None = None
+
+    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
+        if len(rows) != len(row_ids):
+            raise ValueError("rows and row_ids differ in length")
+        self.calls.append(("insert", table))
+        if self.fail_insert is not None:
+            raise self.fail_insert
+        self._table(table).extend(dict(row) for row in rows)
+
+    def load_ndjson(self, uris: list[str], table: str, schema: list[dict[str, Any]]) -> int:
+        self.calls.append(("load", table))
+        for prefix, error in self.fail_load.items():
+            if table.startswith(prefix):
+                raise error
+        columns = [column["name"] for column in schema]
+        rows: list[dict[str, Any]] = []
+        for uri in uris:
+            bucket, _, name = uri.removeprefix("gs://").partition("/")
+            with self.store.open_read(bucket, name) as handle:
+                data = gzip.decompress(handle.read())
+            for line in data.splitlines():
+                row = json.loads(line)
+                if unknown := set(row) - set(columns):
+                    raise ValueError(f"{uri}: fields not in the schema of {table}: {sorted(unknown)}")
+                rows.append({column: row.get(column) for column in columns})
+        for prefix, lost in self.drop_rows.items():
+            if table.startswith(prefix):
+                rows = rows[lost:]
+        self.tables[table] = rows  # created or replaced
+        return len(rows)
+
+    def replace_day(self, day: date, sources: Mapping[str, str | None]) -> None:
+        self.calls.extend(("replace", target) for target in sources)
+        for table in (*sources, *filter(None, sources.values())):
+            self._table(table)  # a missing table fails the script before it changes anything
+        if self.fail_replace is not None:
+            raise self.fail_replace  # the transaction rolls back: nothing below happens
+        text = day.isoformat()
+        replaced = {}
+        for target, source in sources.items():
+            kept = [row for row in self.tables[target] if row["export_day"] != text]
+            copied = [dict(row) for row in self.tables[source] if row["export_day"] == text] if source else []
+            replaced[target] = kept + copied
+        self.tables.update(replaced)  # all or nothing, like COMMIT
+        self.replaced.append((day, dict(sources)))
+
+    def count_rows(self, table: str, where: Mapping[str, Any]) -> int:
+        wanted = {column: _as_json(value) for column, value in where.items()}
+        return sum(all(row.get(c) == v for c, v in wanted.items()) for row in self._table(table))
+
+    def drop_table(self, table: str) -> None:
+        self.calls.append(("drop", table))
+        self.tables.pop(table, None)
+
+    def _table(self, table: str) -> list[dict[str, Any]]:
+        if table not in self.tables:
+            raise LookupError(f"no table {table}")
+        return self.tables[table]
+
+
+def _as_json(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+class FakeExportApi:
+    """The ``ExportApi`` port on generated data: ``download`` writes the export zip of the window that
+    ``ExportSpec`` writes (the local Export API serves the same bytes), or answers as scripted:
+
+    * ``max_window_hours``: a longer window raises ``ExportTooLarge`` (the API's 400/504);
+    * ``errors``: raised by the next calls, one each (auth errors, transient failures...);
+    * ``too_large_hours``: a window holding one of these hours always raises ``ExportTooLarge``;
+    * ``truncated_windows``: the zip of these windows is cut in half (a broken download);
+    * ``specs_by_hour``: hours whose lines come from another spec (the default is ``spec``).
+
+    A window whose hours hold no lines answers like a 404. ``requests``, ``caps`` and ``served``
+    record each call; ``files_in_tmp`` what the folder of ``dest`` held at each call. Each call
+    advances ``clock`` (if any) by a second, so durations are not zero.
+    """
+
+    def __init__(
+        self,
+        spec: ExportSpec,
+        clock: FakeClock | None = None,
+        *,
+        max_window_hours: int = 24,
+        too_large_hours: Sequence[datetime] = (),
+        errors: Sequence[BaseException] = (),
+        truncated_windows: Sequence[tuple[datetime, datetime]] = (),
+        specs_by_hour: Mapping[datetime, ExportSpec] | None = None,
+    ) -> None:
+        self.spec, self.clock = spec, clock
+        self.max_window_hours = max_window_hours
+        self.too_large_hours = frozenset(too_large_hours)
+        self.errors = deque(errors)
+        self.truncated_windows = set(truncated_windows)
+        self.specs_by_hour = dict(specs_by_hour or {})
+        self.requests: list[tuple[datetime, datetime]] = []
+        self.caps: list[int | None] = []
+        self.files_in_tmp: list[list[str]] = []
+        self.served: dict[tuple[datetime, datetime], bytes] = {}
+
+    def _spec(self, at: datetime) -> ExportSpec:
+        return self.specs_by_hour.get(at, self.spec)
+
+    def expected_events(self, start: datetime, end: datetime) -> int:
+        return sum(self._spec(h).expected(h, h).events for h in hours_between(start, end))
+
+    def download(
+        self, start: datetime, end: datetime, dest: BinaryIO, max_bytes: int | None = None
+    ) -> Download:
+        self.requests.append((start, end))
+        self.caps.append(max_bytes)
+        self.files_in_tmp.append(sorted(p.name for p in Path(str(dest.name)).parent.iterdir()))
+        if self.clock is not None:
+            self.clock.advance(seconds=1)
+        if self.errors:
+            raise self.errors.popleft()
+        hours = hours_between(start, end)
+        if len(hours) > self.max_window_hours or self.too_large_hours.intersection(hours):
+            raise ExportTooLarge(f"Amplitude answered 400 for {start:%Y%m%dT%H}..{end:%Y%m%dT%H}")
+        if not any(self._spec(h).has_data(h, h) for h in hours):
+            return Download(has_data=False, size=0, sha256=hashlib.sha256().hexdigest())
+        payload = self.zip(start, end)
+        if (start, end) in self.truncated_windows:
+            payload = payload[: len(payload) // 2]
+        if max_bytes is not None and len(payload) > max_bytes:
+            raise ExportTooLarge(f"the export grew past {max_bytes:,} bytes")
+        self.served[(start, end)] = payload
+        dest.seek(0)
+        dest.truncate()
+        dest.write(payload)
+        dest.flush()
+        return Download(has_data=True, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+
+    def zip(self, start: datetime, end: datetime) -> bytes:
+        """The export zip of ``start``..``end``, as served."""
+        buffer = io.BytesIO()
+        hours = hours_between(start, end)
+        if not any(h in self.specs_by_hour for h in hours):
+            self.spec.write_zip(buffer, start, end)
+            return buffer.getvalue()
+        # Hours from different specs: each hour's own export zip, its members copied in order.
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as out:
+            for at in hours:
+                part = io.BytesIO()
+                self._spec(at).write_zip(part, at, at)
+                with zipfile.ZipFile(part) as source:
+                    for info in source.infolist():
+                        out.writestr(info, source.read(info))
+        return buffer.getvalue()

@@ -13,7 +13,9 @@ from cloudevents.http import CloudEvent
 from jupiter_data import bootstrap
 from jupiter_data.domain.amplitude_request import days_requested
 from jupiter_data.domain.events import PubSubMessage
-from jupiter_data.settings import AmplitudeSettings, load_settings
+from jupiter_data.services import amplitude_sync
+from jupiter_data.services.amplitude_sync import AmplitudeSettings
+from jupiter_data.settings import load_settings
 
 bootstrap.cold_start()
 load_settings(AmplitudeSettings)  # fail at cold start, naming the variable
@@ -25,9 +27,8 @@ def sync_amplitude(cloud_event: CloudEvent) -> None:
     # cannot fix it: the operator re-sends it after 02:00 UTC); a failed day raises, so Pub/Sub
     # redelivers and the day is retried (already-synced days of a range are skipped).
     message = PubSubMessage.from_push(cloud_event.data)
-    sync = bootstrap.amplitude_sync()
+    sync = amplitude_sync.bootstrap()
     request = days_requested(message.data, sync.clock.now())
     if request is None:
         return
-    for day in request.days:
-        sync.sync_day(day, force=request.force)
+    sync.sync_request(request)

@@ -7,26 +7,19 @@ message naming the variable; Google clients are created on the first request tha
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
-from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import (
     bigquery_client,
     publisher_client,
-    storage_client,
 )
-from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.adapters.sns_http import SnsHttpGateway
 from jupiter_data.logs import configure_logging
 from jupiter_data.ports import SystemClock
-from jupiter_data.resources import load_resources
-from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncConfig
 from jupiter_data.services.bridge import Bridge
 from jupiter_data.services.loader import Loader
 from jupiter_data.settings import (
-    AmplitudeSettings,
     BridgeSettings,
     LoaderSettings,
     Settings,
@@ -56,26 +49,3 @@ def bridge() -> Bridge:
 def loader() -> Loader:
     settings = get_settings()
     return Loader(load_settings(LoaderSettings), BigQueryWarehouse(bigquery_client(settings)), SystemClock())
-
-
-def amplitude_sync(progress: Callable[[str, int], None] | None = None) -> AmplitudeSync:
-    settings, amplitude = get_settings(), load_settings(AmplitudeSettings)
-    resources = load_resources()
-    return AmplitudeSync(
-        SyncConfig(
-            raw_bucket=resources.bucket_name(settings.project, "amplitude-raw"),
-            staged_bucket=resources.bucket_name(settings.project, "amplitude-staged"),
-            max_bad_fraction=amplitude.max_bad_fraction,
-            max_window_bytes=amplitude.max_window_bytes,
-            workers=None,  # a process per CPU for large windows: the same rows, in member-finishing order
-        ),
-        AmplitudeExportClient(
-            amplitude.api_base_url,
-            amplitude.api_key,
-            amplitude.secret_key,
-        ),
-        GcsObjectStore(storage_client(settings)),
-        BigQueryWarehouse(bigquery_client(settings)),
-        SystemClock(),
-        progress=progress,
-    )

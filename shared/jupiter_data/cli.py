@@ -87,45 +87,54 @@ def _utc_datetime(raw: str) -> datetime:
 
 
 def _sync_amplitude(args: argparse.Namespace) -> int:
-    from jupiter_data import bootstrap
-    from jupiter_data.domain.amplitude_request import days_between, refuse_incomplete, yesterday
-    from jupiter_data.services.amplitude_sync import SyncFailed
+    from jupiter_data.domain.amplitude_request import SyncRequest, days_between, yesterday
+    from jupiter_data.services import amplitude_sync
+    from jupiter_data.services.amplitude_sync import DayResult
     from jupiter_data.settings import SettingsError
 
     if (args.day and (args.start or args.end)) or bool(args.start) != bool(args.end):
         print("error: give --day, or both --start and --end", file=sys.stderr)
         return 2
+    days: list[date] = []
+    current: list[date] = []  # the day being synced, which the progress line names
+    totals = {"bytes": 0, "events": 0}
+
+    def starting(number: int, day: date) -> None:
+        current[:] = [day]
+        totals.update(bytes=0, events=0)
+        print(f"[{number}/{len(days)}] {day}", file=sys.stderr)
+
+    def progress(what: str, amount: int) -> None:
+        totals[what] += amount
+        line = f"{totals['bytes'] / 1e6:8.1f} MB downloaded, {totals['events']:>10,} events transformed"
+        print(f"\r  {current[0]}: {line}", end="", file=sys.stderr, flush=True)
+
+    def finished(result: DayResult) -> None:
+        if result.status == "failed":
+            print(f"\n  FAILED: {result.day}: {result.error}", file=sys.stderr)
+            return
+        counts = f"{result.events} events, {result.property_rows} property rows, {result.bad_lines} bad lines"
+        print(f"\n  {result.status}: {counts}, {len(result.windows)} window(s)", file=sys.stderr)
+
     try:
-        totals = {"bytes": 0, "events": 0}
-
-        def progress(what: str, amount: int) -> None:
-            totals[what] += amount
-            line = f"{totals['bytes'] / 1e6:8.1f} MB downloaded, {totals['events']:>10,} events transformed"
-            print(f"\r  {day}: {line}", end="", file=sys.stderr, flush=True)
-
-        sync = bootstrap.amplitude_sync(progress)
+        sync = amplitude_sync.bootstrap(progress=progress)
     except SettingsError as exc:
         print(f"error: {exc} (locally: source .local/stack.env)", file=sys.stderr)
         return 2
-    now = sync.clock.now()
     try:
-        days = days_between(args.start, args.end) if args.start else [args.day or yesterday(now)]
-        refuse_incomplete(days, now)  # the whole range, before any day of it is synced; --force too
+        days = days_between(args.start, args.end) if args.start else [args.day or yesterday(sync.clock.now())]
+        # The whole range is refused before any day of it is synced if one is not complete; --force too.
+        results = sync.sync_request(
+            SyncRequest(days, args.force),
+            dry_run=args.dry_run,
+            keep_going=True,
+            starting=starting,
+            finished=finished,
+        )
     except ValueError as exc:  # a bad range, or a day not complete yet (DayNotComplete)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    failed = 0
-    for number, day in enumerate(days, 1):
-        totals.update(bytes=0, events=0)
-        print(f"[{number}/{len(days)}] {day}", file=sys.stderr)
-        try:
-            result = sync.sync_day(day, force=args.force, dry_run=args.dry_run)
-        except SyncFailed as exc:
-            failed += 1
-            print(f"\n  FAILED: {exc}", file=sys.stderr)
-            continue
-        counts = f"{result.events} events, {result.property_rows} property rows, {result.bad_lines} bad lines"
-        print(f"\n  {result.status}: {counts}, {len(result.windows)} window(s)", file=sys.stderr)
+    failed = sum(result.status == "failed" for result in results)
     print(f"{len(days) - failed} of {len(days)} day(s) done", file=sys.stderr)
     return 1 if failed else 0
 

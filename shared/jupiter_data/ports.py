@@ -7,7 +7,8 @@ tests implement them with in-memory fakes. Nothing here imports google.cloud.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, Protocol
 
 Row = Mapping[str, Any]
@@ -81,6 +82,54 @@ class ObjectStore(Protocol):
         """Open an object for streaming reads; raises ``FileNotFoundError`` if it is absent."""
 
     def list_names(self, bucket: str, prefix: str = "") -> Iterable[str]: ...
+
+
+class ExportTooLarge(Exception):
+    """The Export API cannot serve this window whole (400: over 4 GB; 504: timed out; or past the
+    caller's byte cap): ask again for a smaller window."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """One window's export, written to the caller's file; ``has_data`` is False when Amplitude has
+    nothing for the window (404)."""
+
+    has_data: bool
+    size: int
+    sha256: str
+
+
+class ExportApi(Protocol):
+    """Amplitude's Export API."""
+
+    def download(
+        self, start: datetime, end: datetime, dest: BinaryIO, max_bytes: int | None = None
+    ) -> Download:
+        """Write the export zip of hours ``start``..``end`` (both inclusive) to ``dest`` (truncated
+        first). Raises ``ExportTooLarge`` when the window must be split, also once the zip grows past
+        ``max_bytes``."""
+
+
+class BulkWarehouse(Protocol):
+    """The Amplitude sync's warehouse: load jobs, an export day replaced atomically, the run ledger."""
+
+    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
+        """As ``Warehouse.insert_rows`` (the sync streams its ledger rows)."""
+
+    def load_ndjson(self, uris: list[str], table: str, schema: list[dict[str, Any]]) -> int:
+        """Load gzip NDJSON objects (``gs://`` URIs) into ``table``, created or replaced with
+        ``schema``; returns the rows loaded."""
+
+    def replace_day(self, day: date, sources: Mapping[str, str | None]) -> None:
+        """One transaction: for each target table of ``sources``, delete its rows whose ``export_day``
+        is ``day`` and copy in the rows of ``day`` from its source table (None: copy nothing). Readers
+        see the old day in every target or the new day in every target, never a mix."""
+
+    def count_rows(self, table: str, where: Mapping[str, Any]) -> int:
+        """The rows of ``table`` whose columns equal the values of ``where``."""
+
+    def drop_table(self, table: str) -> None:
+        """Drop ``table``; a missing one is no error."""
 
 
 class Publisher(Protocol):

@@ -406,37 +406,3 @@ class LoaderSettings(FromEnv):
     function_version: str = setting(
         "K_REVISION", str, default="local", platform=True, doc="recorded with every row"
     )
-
-
-@dataclass(frozen=True)
-class AmplitudeSettings(FromEnv):
-    """What ``sync_amplitude`` reads on top of ``Settings``. The keys come from Secret Manager."""
-
-    api_base_url: str = setting(
-        "AMPLITUDE_API_BASE_URL",
-        base_url,
-        default="https://amplitude.com",
-        doc="https://analytics.eu.amplitude.com for EU projects",
-    )
-    api_key: str = setting("AMPLITUDE_API_KEY", str, secret=True, doc="project API key")
-    secret_key: str = setting("AMPLITUDE_SECRET_KEY", str, secret=True, doc="project secret key")
-    max_bad_fraction: float = setting(
-        "AMPLITUDE_MAX_BAD_LINES",
-        fraction,
-        default="0.001",
-        doc="malformed lines a day may have (0.001 = 0.1 %)",
-    )
-    # A window whose zip grows past this is fetched again as two halves, so /tmp (memory on Cloud
-    # Functions) holds at most about 3.5x this at a time (the zip and its staged outputs).
-    max_window_bytes: int = setting(
-        "AMPLITUDE_MAX_WINDOW_BYTES",
-        int_between(1 << 20, 4 << 30),
-        default=str(256 << 20),
-        doc="a larger export window is split in two",
-    )
-
-    @classmethod
-    def check(cls, values: Mapping[str, Any], environment: Callable[[], str]) -> dict[str, str]:
-        if values["api_base_url"].startswith("http://") and environment() != "local":
-            return {"AMPLITUDE_API_BASE_URL": f"{values['api_base_url']!r} must be an https base URL"}
-        return {}

@@ -3,20 +3,39 @@ emulators, so what unit tests learn from the fakes holds for the real clients.""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
+import json
 import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
+from google.api_core.exceptions import GoogleAPICallError
 from google.cloud import bigquery
 
+from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client, subscriber_client
 from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.adapters.pubsub import PubSubPublisher
-from jupiter_data.ports import ObjectStore, PreconditionFailed, Publisher, TransientError
+from jupiter_data.local.amplitude_data import ExportSpec
+from jupiter_data.local.amplitude_server import AmplitudeExportServer
+from jupiter_data.ports import (
+    BulkWarehouse,
+    ExportApi,
+    ExportTooLarge,
+    ObjectStore,
+    PreconditionFailed,
+    Publisher,
+    TransientError,
+)
 from jupiter_data.resources import load_resources
 from jupiter_data.settings import Settings
-from tests.fakes import FakeObjectStore, FakePublisher, FakeWarehouse
+from tests.fakes import FakeBulkWarehouse, FakeExportApi, FakeObjectStore, FakePublisher, FakeWarehouse
 
 
 @pytest.fixture(params=["fake", "gcs"])
@@ -139,3 +158,139 @@ def test_provisioning_created_everything_in_resources_json(settings: Settings) -
     assert set(resources.datasets) <= datasets
     buckets = {b.name for b in storage_client(settings).list_buckets()}
     assert {resources.bucket_name(settings.project, role) for role in resources.buckets} <= buckets
+
+
+# ------------------------------------------------------------------ the Amplitude sync's warehouse
+
+DAY, OTHER_DAY = date(2026, 11, 20), date(2026, 11, 19)
+BULK_SCHEMA = [
+    {"name": "export_day", "type": "DATE", "mode": "NULLABLE"},
+    {"name": "status", "type": "STRING", "mode": "NULLABLE"},
+    {"name": "n", "type": "INTEGER", "mode": "NULLABLE"},
+]
+
+
+@pytest.fixture(params=["fake", "bigquery"])
+def bulk(request: pytest.FixtureRequest) -> tuple[BulkWarehouse, ObjectStore, str]:
+    """A bulk warehouse, the store its loads read from and a bucket there."""
+    if request.param == "fake":
+        store = FakeObjectStore()
+        return FakeBulkWarehouse(store), store, "bucket"
+    settings: Settings = request.getfixturevalue("settings")
+    bucket = load_resources().bucket_name(settings.project, "amplitude-staged")
+    return BigQueryWarehouse(bigquery_client(settings)), GcsObjectStore(storage_client(settings)), bucket
+
+
+def _load(bulk: tuple[BulkWarehouse, ObjectStore, str], table: str, rows: list[dict[str, Any]]) -> int:
+    warehouse, store, bucket = bulk
+    name = f"contract/{uuid.uuid4().hex}.json.gz"
+    data = gzip.compress(b"".join(json.dumps(row).encode() + b"\n" for row in rows))
+    store.upload(bucket, name, data, "application/gzip")
+    return warehouse.load_ndjson([f"gs://{bucket}/{name}"], table, BULK_SCHEMA)
+
+
+def _rows(day: date, status: str, count: int) -> list[dict[str, Any]]:
+    return [{"export_day": day.isoformat(), "status": status, "n": n} for n in range(count)]
+
+
+def _table() -> str:
+    return f"ops.contract_{uuid.uuid4().hex[:10]}"
+
+
+def test_bulk_load_creates_or_replaces_a_table_and_rows_are_counted_by_value(
+    bulk: tuple[BulkWarehouse, ObjectStore, str],
+) -> None:
+    warehouse, table = bulk[0], _table()
+    assert _load(bulk, table, _rows(DAY, "new", 2) + _rows(OTHER_DAY, "old", 1)) == 3
+    assert warehouse.count_rows(table, {"export_day": DAY}) == 2
+    assert warehouse.count_rows(table, {"export_day": OTHER_DAY, "status": "old"}) == 1
+    assert warehouse.count_rows(table, {"export_day": OTHER_DAY, "status": "new"}) == 0
+    assert _load(bulk, table, _rows(DAY, "again", 1)) == 1, "the table is replaced, not appended to"
+    assert warehouse.count_rows(table, {"export_day": DAY}) == 1
+    warehouse.drop_table(table)
+    warehouse.drop_table(table)  # a missing table is no error
+
+
+def test_bulk_replace_day_swaps_exactly_that_day_in_every_target(
+    bulk: tuple[BulkWarehouse, ObjectStore, str],
+) -> None:
+    warehouse = bulk[0]
+    first, second, staged = _table(), _table(), _table()
+    for target in (first, second):
+        _load(bulk, target, _rows(DAY, "old", 3) + _rows(OTHER_DAY, "old", 1))
+    _load(bulk, staged, _rows(DAY, "new", 2) + _rows(OTHER_DAY, "new", 5))
+
+    warehouse.replace_day(DAY, {first: staged, second: None})
+
+    assert warehouse.count_rows(first, {"export_day": DAY, "status": "new"}) == 2
+    assert warehouse.count_rows(first, {"export_day": DAY}) == 2, "the old rows of the day are gone"
+    assert warehouse.count_rows(second, {"export_day": DAY}) == 0, "no source: the day is emptied"
+    for target in (first, second):  # the other day is untouched, and none of it was copied in
+        assert warehouse.count_rows(target, {"export_day": OTHER_DAY}) == 1
+        assert warehouse.count_rows(target, {"export_day": OTHER_DAY, "status": "old"}) == 1
+
+
+def test_bulk_replace_day_from_a_missing_table_fails_and_changes_nothing(
+    bulk: tuple[BulkWarehouse, ObjectStore, str],
+) -> None:
+    warehouse = bulk[0]
+    first, second, staged = _table(), _table(), _table()
+    for target in (first, second):
+        _load(bulk, target, _rows(DAY, "old", 3))
+    _load(bulk, staged, _rows(DAY, "new", 2))
+    with pytest.raises((LookupError, GoogleAPICallError)):
+        warehouse.replace_day(DAY, {first: staged, second: _table()})
+    assert warehouse.count_rows(first, {"export_day": DAY, "status": "old"}) == 3
+
+
+# ------------------------------------------------------------------------- the Export API
+
+EXPORT_SPEC = ExportSpec(events_per_hour=5, seed=3, empty_days=frozenset({OTHER_DAY}))
+MIDNIGHT = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+@pytest.fixture(params=["fake", "http"])
+def export_api(request: pytest.FixtureRequest) -> Iterator[ExportApi]:
+    """Windows of more than six hours are too large for either."""
+    if request.param == "fake":
+        yield FakeExportApi(EXPORT_SPEC, max_window_hours=6)
+        return
+    with AmplitudeExportServer(spec=EXPORT_SPEC, max_window_hours=6) as server:
+        yield AmplitudeExportClient(server.url, server.api_key, server.secret_key, sleep=lambda _: None)
+
+
+def _hours(first: int, last: int, day: datetime = MIDNIGHT) -> tuple[datetime, datetime]:
+    return day.replace(hour=first), day.replace(hour=last)
+
+
+def test_export_api_writes_the_window_s_zip_with_its_size_and_digest(
+    export_api: ExportApi, tmp_path: Path
+) -> None:
+    expected = io.BytesIO()
+    EXPORT_SPEC.write_zip(expected, *_hours(2, 5))
+    with (tmp_path / "export.zip").open("w+b") as dest:
+        dest.write(b"left over from an earlier attempt")
+        download = export_api.download(*_hours(2, 5), dest)
+    written = (tmp_path / "export.zip").read_bytes()
+    assert written == expected.getvalue()
+    assert download.has_data and download.size == len(written)
+    assert download.sha256 == hashlib.sha256(written).hexdigest()
+
+
+def test_export_api_answers_a_window_without_data_with_no_data(export_api: ExportApi, tmp_path: Path) -> None:
+    empty = datetime(2026, 11, 19, tzinfo=UTC)
+    with (tmp_path / "export.zip").open("w+b") as dest:
+        download = export_api.download(*_hours(0, 5, empty), dest)
+    assert (download.has_data, download.size) == (False, 0)
+    assert download.sha256 == hashlib.sha256().hexdigest()
+
+
+def test_export_api_refuses_a_window_too_large_to_split_it(export_api: ExportApi, tmp_path: Path) -> None:
+    with (tmp_path / "export.zip").open("w+b") as dest, pytest.raises(ExportTooLarge):
+        export_api.download(*_hours(0, 6), dest)
+
+
+def test_export_api_stops_past_the_byte_cap_leaving_no_zip(export_api: ExportApi, tmp_path: Path) -> None:
+    with (tmp_path / "export.zip").open("w+b") as dest, pytest.raises(ExportTooLarge):
+        export_api.download(*_hours(0, 5), dest, max_bytes=1000)
+    assert (tmp_path / "export.zip").read_bytes() == b""

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from jupiter_data.adapters.amplitude_api import AmplitudeAuthError, AmplitudeExportClient, ExportTooLarge
-from jupiter_data.ports import TransientError
+from jupiter_data.adapters.amplitude_api import AmplitudeAuthError, AmplitudeExportClient
+from jupiter_data.ports import ExportTooLarge, TransientError
 
 START, END = datetime(2026, 11, 22, 0), datetime(2026, 11, 22, 23)
 BODY = b"PK\x03\x04" + b"zip bytes " * 50_000

@@ -8,14 +8,13 @@ from typing import Any
 
 import pytest
 
-from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
 from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client, storage_client
 from jupiter_data.adapters.gcs import GcsObjectStore
 from jupiter_data.local.amplitude_server import AmplitudeExportServer
-from jupiter_data.ports import SystemClock
 from jupiter_data.resources import load_resources
-from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncConfig, SyncFailed
+from jupiter_data.services import amplitude_sync
+from jupiter_data.services.amplitude_sync import AmplitudeSync, SyncFailed
 from jupiter_data.settings import Settings
 
 DAY, NEXT_DAY = date(2026, 11, 20), date(2026, 11, 21)
@@ -27,20 +26,14 @@ def amplitude() -> Iterator[AmplitudeExportServer]:
         yield server
 
 
-def make_sync(settings: Settings, server: AmplitudeExportServer, **config: Any) -> AmplitudeSync:
-    resources = load_resources()
-    api = AmplitudeExportClient(server.url, "local-api-key", "local-secret-key", sleep=lambda _: None)
-    return AmplitudeSync(
-        SyncConfig(
-            raw_bucket=resources.bucket_name(settings.project, "amplitude-raw"),
-            staged_bucket=resources.bucket_name(settings.project, "amplitude-staged"),
-            **config,
-        ),
-        api,
-        GcsObjectStore(storage_client(settings)),
-        BigQueryWarehouse(bigquery_client(settings)),
-        SystemClock(),
-    )
+def make_sync(
+    settings: Settings, server: AmplitudeExportServer, monkeypatch: pytest.MonkeyPatch
+) -> AmplitudeSync:
+    """The sync as the function builds it (bootstrap() and every real adapter), on the emulators."""
+    monkeypatch.setenv("AMPLITUDE_API_BASE_URL", server.url)
+    monkeypatch.setenv("AMPLITUDE_API_KEY", server.api_key)
+    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", server.secret_key)
+    return amplitude_sync.bootstrap(settings)
 
 
 def table_rows(settings: Settings, table: str, day: date) -> list[tuple[Any, ...]]:
@@ -50,12 +43,12 @@ def table_rows(settings: Settings, table: str, day: date) -> list[tuple[Any, ...
 
 
 def test_a_day_lands_with_exact_counts_and_a_rerun_changes_nothing(
-    settings: Settings, amplitude: AmplitudeExportServer
+    settings: Settings, amplitude: AmplitudeExportServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = amplitude.expected(
         datetime(2026, 11, 20, 0, tzinfo=UTC), datetime(2026, 11, 20, 23, tzinfo=UTC)
     )
-    sync = make_sync(settings, amplitude)
+    sync = make_sync(settings, amplitude, monkeypatch)
     first = sync.sync_day(DAY)
     assert (first.status, first.events, first.bad_lines) == ("succeeded", expected.events, 0)
     events, properties = (
@@ -79,9 +72,9 @@ def first_raw_bucket(settings: Settings) -> str:
 
 
 def test_late_events_load_once_under_the_day_they_were_exported(
-    settings: Settings, amplitude: AmplitudeExportServer
+    settings: Settings, amplitude: AmplitudeExportServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sync = make_sync(settings, amplitude)
+    sync = make_sync(settings, amplitude, monkeypatch)
     sync.sync_day(NEXT_DAY, force=True)
     sql = (
         "SELECT COUNT(*) AS n, COUNTIF(event_date < export_day) AS late, COUNT(DISTINCT insert_id) AS ids "
@@ -99,7 +92,7 @@ def test_a_crash_after_staging_then_a_rerun_completes_without_duplicates(
     settings: Settings, amplitude: AmplitudeExportServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     day = date(2026, 11, 19)
-    sync = make_sync(settings, amplitude)
+    sync = make_sync(settings, amplitude, monkeypatch)
 
     def crash(*args: object) -> None:
         raise RuntimeError("instance killed between staging and loading")
@@ -119,12 +112,12 @@ def test_a_crash_after_staging_then_a_rerun_completes_without_duplicates(
 
 
 def test_a_window_too_large_is_split_down_to_hours(
-    settings: Settings, amplitude: AmplitudeExportServer
+    settings: Settings, amplitude: AmplitudeExportServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     day = date(2026, 11, 18)
     amplitude.configure(max_window_hours=6)
     try:
-        result = make_sync(settings, amplitude).sync_day(day)
+        result = make_sync(settings, amplitude, monkeypatch).sync_day(day)
     finally:
         amplitude.configure(max_window_hours=24)
     assert result.status == "succeeded"
@@ -133,10 +126,10 @@ def test_a_window_too_large_is_split_down_to_hours(
 
 
 def test_a_rerun_replaces_exactly_its_day_in_both_tables(
-    settings: Settings, amplitude: AmplitudeExportServer
+    settings: Settings, amplitude: AmplitudeExportServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     day, neighbour = date(2026, 11, 17), date(2026, 11, 16)
-    sync = make_sync(settings, amplitude)
+    sync = make_sync(settings, amplitude, monkeypatch)
     sync.sync_day(neighbour, force=True)
     kept = (
         table_rows(settings, "amplitude.events", neighbour),

@@ -15,7 +15,8 @@ from jupiter_data.domain.amplitude_request import (
     refuse_incomplete,
     yesterday,
 )
-from jupiter_data.settings import AMPLITUDE_SETTING_NAMES, AmplitudeSettings, SettingsError
+from jupiter_data.services.amplitude_sync import AmplitudeSettings
+from jupiter_data.settings import SettingsError
 from tests.support import RecordingEnv
 
 NOW = datetime(2026, 11, 23, 3, 0, 5, tzinfo=UTC)
@@ -103,7 +104,7 @@ def test_plain_http_base_urls_are_for_local_emulation_only() -> None:
 def test_amplitude_setting_names_lists_exactly_what_from_env_reads() -> None:
     env = RecordingEnv(dict(KEYS))
     AmplitudeSettings.from_env(env)
-    assert sorted(set(env.read)) == sorted(AMPLITUDE_SETTING_NAMES)
+    assert sorted(set(env.read)) == sorted(AmplitudeSettings.names())
 
 
 # ------------------------------------------------------------------------- days that are not over yet

@@ -1,10 +1,10 @@
 """AmplitudeSync on fakes: the decisions of a day's sync, without network or emulators.
 
-The fake Export API serves real zips written by ``ExportSpec`` (or scripted failures per window) and
-records every window it was asked for. The fake warehouse reads the staged gzip NDJSON back from the
-fake object store, and accepts exactly one script shape for publishing a day (BEGIN; for each of the
-two tables, DELETE the day and INSERT the staged rows of the day, if any were staged; COMMIT): that
-shape is the atomic-replacement contract.
+The fake Export API (tests/fakes.py) serves real zips written by ``ExportSpec`` (or scripted failures
+per window) and records every window it was asked for. The fake warehouse (tests/fakes.py, contract-
+tested against BigQuery) reads the staged gzip NDJSON back from the fake object store; here it also
+asserts what the sync may do with it: load and drop run-private staging tables only, stream ledger rows
+only, and publish a day by replacing it in both tables at once.
 The end-to-end flows (exact counts, re-runs, late events, crash and re-run) live in
 tests/integration/test_amplitude_sync.py; here each test pins down one decision.
 """
@@ -12,31 +12,35 @@ tests/integration/test_amplitude_sync.py; here each test pins down one decision.
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
-import io
 import logging
 import re
 import sys
-import zipfile
-from collections import defaultdict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import functions_framework
 import orjson
 import pytest
 
-from jupiter_data import bootstrap, cli
-from jupiter_data.adapters.amplitude_api import AmplitudeAuthError, Download, ExportTooLarge
+from jupiter_data import cli
+from jupiter_data.adapters.amplitude_api import AmplitudeAuthError
 from jupiter_data.amplitude_transform import CorruptExport
 from jupiter_data.domain import amplitude
-from jupiter_data.domain.amplitude_request import MAX_DAYS, DayNotComplete, days_between, yesterday
-from jupiter_data.local.amplitude_data import ExportSpec, hours_between
+from jupiter_data.domain.amplitude_request import (
+    MAX_DAYS,
+    DayNotComplete,
+    SyncRequest,
+    days_between,
+    yesterday,
+)
+from jupiter_data.local.amplitude_data import ExportSpec
 from jupiter_data.ports import Row, TransientError
 from jupiter_data.resources import load_resources
+from jupiter_data.services import amplitude_sync
 from jupiter_data.services.amplitude_sync import (
     LEDGER_TABLE,
     AmplitudeSync,
@@ -44,19 +48,20 @@ from jupiter_data.services.amplitude_sync import (
     SyncFailed,
     split,
 )
-from jupiter_data.settings import get_amplitude_settings
+from jupiter_data.settings import clear_settings_cache
 from tests.conftest import REPO_ROOT
-from tests.fakes import FakeClock, FakeObjectStore
+from tests.fakes import FakeBulkWarehouse, FakeClock, FakeExportApi, FakeObjectStore
 
 DAY = date(2026, 11, 20)
 MIDNIGHT = datetime(2026, 11, 20, tzinfo=UTC)
 LAST_HOUR = MIDNIGHT + timedelta(hours=23)
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-RAW, STAGED = "test-amplitude-raw", "test-amplitude-staged"
+PROJECT = "jupiter-test"
+# The buckets bootstrap() names for PROJECT, so the CLI and the function tests share the harness.
+RAW, STAGED = (load_resources().bucket_name(PROJECT, role) for role in ("amplitude-raw", "amplitude-staged"))
 SPEC = ExportSpec(events_per_hour=10, seed=11)
 EVENTS, PROPERTIES = amplitude.EVENTS_TABLE, amplitude.PROPERTIES_TABLE
 STAGING_PREFIX = "amplitude._staging_"
-EMPTY_SHA256 = hashlib.sha256().hexdigest()
 
 
 def hour(h: int) -> datetime:
@@ -70,210 +75,39 @@ def window(first: int, last: int) -> tuple[datetime, datetime]:
 # ------------------------------------------------------------------------------------------- fakes
 
 
-class FakeExportApi:
-    """``download`` writes the real export zip of the window, or answers as scripted.
-
-    * ``errors``: raised by the next calls, one each (auth errors, transient failures...);
-    * ``max_window_hours``: a longer window raises ``ExportTooLarge`` (the client's 400/504);
-    * ``too_large_hours``: a window holding one of these hours always raises ``ExportTooLarge``;
-    * ``truncated_windows``: the zip of these windows is cut in half (a broken download);
-    * ``specs_by_hour``: hours whose lines come from another spec (the default is ``spec``).
-
-    A window whose hours hold no lines answers like a 404: ``Download(has_data=False, ...)``. Every
-    call advances the clock by a second, so durations are not zero.
-    """
-
-    def __init__(
-        self,
-        spec: ExportSpec = SPEC,
-        clock: FakeClock | None = None,
-        *,
-        max_window_hours: int = 24,
-        too_large_hours: Sequence[datetime] = (),
-        errors: Sequence[BaseException] = (),
-        truncated_windows: Sequence[tuple[datetime, datetime]] = (),
-        specs_by_hour: Mapping[datetime, ExportSpec] | None = None,
-    ) -> None:
-        self.spec, self.clock = spec, clock
-        self.max_window_hours = max_window_hours
-        self.too_large_hours = frozenset(too_large_hours)
-        self.errors = deque(errors)
-        self.truncated_windows = set(truncated_windows)
-        self.specs_by_hour = dict(specs_by_hour or {})
-        self.requests: list[tuple[datetime, datetime]] = []
-        self.caps: list[int | None] = []
-        self.files_in_tmp: list[list[str]] = []  # what the sync's temporary folder held at each call
-        self.served: dict[tuple[datetime, datetime], bytes] = {}
-
-    def _spec(self, at: datetime) -> ExportSpec:
-        return self.specs_by_hour.get(at, self.spec)
-
-    def expected_events(self, start: datetime, end: datetime) -> int:
-        return sum(self._spec(h).expected(h, h).events for h in hours_between(start, end))
-
-    def expected_bad_lines(self, start: datetime, end: datetime) -> int:
-        return sum(self._spec(h).expected(h, h).malformed for h in hours_between(start, end))
-
-    def download(
-        self, start: datetime, end: datetime, dest: BinaryIO, max_bytes: int | None = None
-    ) -> Download:
-        self.requests.append((start, end))
-        self.caps.append(max_bytes)
-        self.files_in_tmp.append(sorted(p.name for p in Path(str(dest.name)).parent.iterdir()))
-        if self.clock is not None:
-            self.clock.advance(seconds=1)
-        if self.errors:
-            raise self.errors.popleft()
-        hours = hours_between(start, end)
-        if len(hours) > self.max_window_hours or self.too_large_hours.intersection(hours):
-            raise ExportTooLarge(f"Amplitude answered 400 for {start:%Y%m%dT%H}..{end:%Y%m%dT%H}")
-        if not any(self._spec(h).has_data(h, h) for h in hours):
-            return Download(has_data=False, size=0, sha256=EMPTY_SHA256)
-        payload = self._zip(start, end, hours)
-        if (start, end) in self.truncated_windows:
-            payload = payload[: len(payload) // 2]
-        if max_bytes is not None and len(payload) > max_bytes:
-            raise ExportTooLarge(f"the export grew past {max_bytes:,} bytes")
-        self.served[(start, end)] = payload
-        dest.seek(0)
-        dest.truncate()
-        dest.write(payload)
-        dest.flush()
-        return Download(has_data=True, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
-
-    def _zip(self, start: datetime, end: datetime, hours: list[datetime]) -> bytes:
-        buffer = io.BytesIO()
-        if not any(h in self.specs_by_hour for h in hours):
-            self.spec.write_zip(buffer, start, end)
-            return buffer.getvalue()
-        # Hours from different specs: each hour's own export zip, its members copied in order.
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as out:
-            for at in hours:
-                part = io.BytesIO()
-                self._spec(at).write_zip(part, at, at)
-                with zipfile.ZipFile(part) as source:
-                    for info in source.infolist():
-                        out.writestr(info, source.read(info))
-        return buffer.getvalue()
-
-
-SCRIPT = re.compile(r"BEGIN TRANSACTION;\n(?P<body>.*\n)COMMIT TRANSACTION;", re.DOTALL)
-REPLACE = re.compile(
-    r"DELETE FROM `(?P<target>[\w.]+)` WHERE export_day = DATE '(?P<day>\d{4}-\d{2}-\d{2})';\n"
-    r"(?:INSERT INTO `(?P=target)` SELECT \* FROM `(?P<source>[\w.]+)` "
-    r"WHERE export_day = DATE '(?P=day)';\n)?"
-)
-LEDGER_COUNT = re.compile(
-    r"SELECT COUNT\(\*\) AS n FROM `ops\.sync_runs` WHERE export_day = @day AND status = 'succeeded'"
-)
-DAY_COUNT = re.compile(r"SELECT COUNT\(\*\) AS n FROM `(?P<table>amplitude\.\w+)` WHERE export_day = @day")
-
-
-class FakeBulkWarehouse:
-    """Tables as lists of row dicts; the ledger through ``insert_rows``; only the SQL the sync issues.
-
-    Faults: ``drop_rows[table prefix]`` rows are silently lost by the load into a matching table;
-    ``fail_load[table prefix]`` / ``fail_execute`` / ``fail_ledger`` are raised by those calls.
-    """
+class SyncWarehouse(FakeBulkWarehouse):
+    """The fake warehouse, asserting what the sync may do with it, with helpers for assertions."""
 
     def __init__(self, store: FakeObjectStore) -> None:
-        self.store = store
-        self.tables: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self.calls: list[tuple[str, str]] = []  # ("load" | "execute" | "drop" | "insert", table or sql)
-        # (target, source or None) of each published script
-        self.scripts: list[list[tuple[str, str | None]]] = []
-        self.drop_rows: dict[str, int] = {}
-        self.fail_load: dict[str, BaseException] = {}
-        self.fail_execute: BaseException | None = None
-        self.fail_ledger: BaseException | None = None
+        super().__init__(store, tables=(EVENTS, PROPERTIES, LEDGER_TABLE))
         resources = load_resources()
-        self.columns = {
-            name: {column["name"] for column in resources.table(name).schema}
-            for name in (EVENTS, PROPERTIES, LEDGER_TABLE)
-        }
-
-    # -- the Warehouse port
+        self.ledger_columns = {column["name"] for column in resources.table(LEDGER_TABLE).schema}
 
     def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
         assert table == LEDGER_TABLE, "the sync streams rows into the ledger only"
-        assert len(rows) == len(row_ids)
-        self.calls.append(("insert", table))
-        if self.fail_ledger is not None:
-            raise self.fail_ledger
         for row in rows:
-            assert set(row) == self.columns[LEDGER_TABLE], "a ledger row has exactly the ledger's columns"
-            self.tables[table].append(dict(row))
-
-    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        assert params is not None and set(params) == {"day"} and type(params["day"]) is date, params
-        day = params["day"].isoformat()
-        if LEDGER_COUNT.fullmatch(sql):
-            rows = self.tables[LEDGER_TABLE]
-            n = sum(1 for row in rows if row["export_day"] == day and row["status"] == "succeeded")
-        elif (match := DAY_COUNT.fullmatch(sql)) is not None and match["table"] in (EVENTS, PROPERTIES):
-            n = sum(1 for row in self.tables[match["table"]] if row["export_day"] == day)
-        else:
-            raise AssertionError(f"unexpected SQL: {sql!r}")
-        return iter([{"n": n}])
-
-    # -- the BulkWarehouse additions
+            assert set(row) == self.ledger_columns, "a ledger row has exactly the ledger's columns"
+        super().insert_rows(table, rows, row_ids)
 
     def load_ndjson(self, uris: list[str], table: str, schema: list[dict[str, Any]]) -> int:
-        self.calls.append(("load", table))
         assert table.startswith(STAGING_PREFIX), "loads go to staging tables only, never to a live table"
         assert uris, "a load job needs at least one object"
-        for prefix, error in self.fail_load.items():
-            if table.startswith(prefix):
-                raise error
-        allowed = {column["name"] for column in schema}
-        rows: list[dict[str, Any]] = []
-        for uri in uris:
-            bucket, _, name = uri.removeprefix("gs://").partition("/")
-            assert uri.startswith("gs://") and bucket == STAGED, uri
-            with self.store.open_read(bucket, name) as handle:
-                data = gzip.decompress(handle.read())
-            for line in data.splitlines():
-                row = orjson.loads(line)
-                assert set(row) <= allowed, f"columns not in the schema: {set(row) - allowed}"
-                rows.append(row)
-        for prefix, lost in self.drop_rows.items():
-            if table.startswith(prefix):
-                rows = rows[lost:]
-        self.tables[table] = rows  # WRITE_TRUNCATE, like the real adapter
-        return len(rows)
+        assert all(uri.startswith(f"gs://{STAGED}/") for uri in uris), uris
+        return super().load_ndjson(uris, table, schema)
 
-    def execute(self, sql: str) -> None:
-        self.calls.append(("execute", sql))
-        script = SCRIPT.fullmatch(sql)
-        assert script is not None, f"not BEGIN TRANSACTION; ... COMMIT TRANSACTION;: {sql!r}"
-        body, covered = script["body"], 0
-        pairs: list[tuple[str, str | None]] = []
-        days = set()
-        for match in REPLACE.finditer(body):
-            assert match.start() == covered, f"unexpected statement in the script: {body[covered:]!r}"
-            covered = match.end()
-            pairs.append((match["target"], match["source"]))
-            days.add(match["day"])
-        assert pairs and covered == len(body), f"unexpected statement in the script: {body[covered:]!r}"
-        assert [target for target, _ in pairs] == [EVENTS, PROPERTIES], "a day is replaced in both tables"
-        assert len(days) == 1, f"one script replaces one day, not {days}"
-        for _, source in pairs:
-            assert source is None or (source.startswith(STAGING_PREFIX) and source in self.tables), source
-        if self.fail_execute is not None:
-            raise self.fail_execute  # the transaction rolls back: nothing below happens
-        (day,) = days
-        replaced: dict[str, list[dict[str, Any]]] = {}
-        for target, source in pairs:
-            kept = [row for row in self.tables[target] if row["export_day"] != day]
-            staged = self.tables[source] if source is not None else []
-            replaced[target] = kept + [dict(row) for row in staged if row["export_day"] == day]
-        self.tables.update(replaced)  # all or nothing, like COMMIT
-        self.scripts.append(pairs)
+    def replace_day(self, day: date, sources: Mapping[str, str | None]) -> None:
+        assert list(sources) == [EVENTS, PROPERTIES], "a day is replaced in both tables"
+        for source in sources.values():
+            assert source is None or source.startswith(STAGING_PREFIX), source
+        super().replace_day(day, sources)
+
+    def count_rows(self, table: str, where: Mapping[str, Any]) -> int:
+        assert type(where["export_day"]) is date, where
+        return super().count_rows(table, where)
 
     def drop_table(self, table: str) -> None:
-        self.calls.append(("drop", table))
         assert table.startswith(STAGING_PREFIX), f"only staging tables are dropped, not {table}"
-        self.tables.pop(table, None)  # not_found_ok, like the real adapter
+        super().drop_table(table)
 
     # -- for assertions
 
@@ -283,8 +117,8 @@ class FakeBulkWarehouse:
     def loads(self) -> list[str]:
         return [table for kind, table in self.calls if kind == "load"]
 
-    def executes(self) -> list[str]:
-        return [sql for kind, sql in self.calls if kind == "execute"]
+    def replace_attempts(self) -> int:
+        return sum(1 for kind, table in self.calls if kind == "replace" and table == EVENTS)
 
     def drops(self) -> list[str]:
         return [table for kind, table in self.calls if kind == "drop"]
@@ -299,10 +133,10 @@ class FakeBulkWarehouse:
 class Harness:
     def __init__(self, api: FakeExportApi | None = None, **config: Any) -> None:
         self.clock = FakeClock(NOW)
-        self.api = api or FakeExportApi()
+        self.api = api or FakeExportApi(SPEC)
         self.api.clock = self.clock
         self.store = FakeObjectStore()
-        self.warehouse = FakeBulkWarehouse(self.store)
+        self.warehouse = SyncWarehouse(self.store)
         self.progress: list[tuple[str, int]] = []
         self.sync = AmplitudeSync(
             SyncConfig(raw_bucket=RAW, staged_bucket=STAGED, **config),
@@ -331,9 +165,9 @@ class Harness:
 
 def assert_nothing_published(h: Harness, *, attempted: bool = False) -> None:
     """No day rows and no staging tables left; unless ``attempted``, no transaction was even sent."""
-    assert h.warehouse.scripts == [], "no transaction may commit for a failed day"
+    assert h.warehouse.replaced == [], "no transaction may commit for a failed day"
     if not attempted:
-        assert h.warehouse.executes() == [], "no transaction may be sent for a failed day"
+        assert h.warehouse.replace_attempts() == 0, "no transaction may be sent for a failed day"
     assert h.warehouse.day_rows(EVENTS) == [] and h.warehouse.day_rows(PROPERTIES) == []
     assert h.warehouse.staging_tables() == []
 
@@ -383,7 +217,7 @@ def test_split_refuses_a_single_hour() -> None:
 
 
 def test_a_window_too_large_is_halved_depth_first_until_amplitude_answers() -> None:
-    h = Harness(FakeExportApi(max_window_hours=5))
+    h = Harness(FakeExportApi(SPEC, max_window_hours=5))
     result = h.sync.sync_day(DAY)
 
     assert result.status == "succeeded"
@@ -411,12 +245,12 @@ def test_a_window_too_large_is_halved_depth_first_until_amplitude_answers() -> N
     assert h.names(RAW) == [f"raw/{DAY}/{s:%Y%m%dT%H}-{e:%Y%m%dT%H}.zip" for s, e in three_hours]
     assert len(h.staged("events")) == len(h.staged("properties")) == 8
     assert only_ledger_row(h)["windows"] == 8
-    assert len(h.warehouse.executes()) == 1, "all windows are published in one transaction"
+    assert h.warehouse.replace_attempts() == 1, "all windows are published in one transaction"
 
 
 def test_a_window_past_max_window_bytes_is_halved_and_a_single_hour_is_taken_whatever_its_size() -> None:
-    api = FakeExportApi()
-    one_hour = len(api._zip(MIDNIGHT, MIDNIGHT, [MIDNIGHT]))
+    api = FakeExportApi(SPEC)
+    one_hour = len(api.zip(MIDNIGHT, MIDNIGHT))
     h = Harness(api, max_window_bytes=one_hour * 3 // 2)  # under two hours' zip: every window splits
     result = h.sync.sync_day(DAY)
 
@@ -433,7 +267,7 @@ def test_a_window_past_max_window_bytes_is_halved_and_a_single_hour_is_taken_wha
 
 
 def test_each_window_frees_its_temporary_files_before_the_next_download() -> None:
-    h = Harness(FakeExportApi(max_window_hours=5))
+    h = Harness(FakeExportApi(SPEC, max_window_hours=5))
     h.sync.sync_day(DAY)
 
     # Only the download being written: the earlier windows' zips and outputs are gone from /tmp.
@@ -445,7 +279,7 @@ def test_each_window_frees_its_temporary_files_before_the_next_download() -> Non
 
 
 def test_a_single_hour_that_is_still_too_large_fails_the_day_naming_the_hour() -> None:
-    h = Harness(FakeExportApi(too_large_hours=[hour(13)]))
+    h = Harness(FakeExportApi(SPEC, too_large_hours=[hour(13)]))
     error = h.failed()
 
     assert "single hour 2026-11-20 13:00" in str(error)
@@ -486,7 +320,7 @@ def test_a_day_without_data_succeeds_with_zero_rows_loads_nothing_and_is_recorde
     assert h.api.requests == [window(0, 23)]
     assert h.names(RAW) == [] and h.names(STAGED) == []
     assert h.warehouse.loads() == [] and h.warehouse.staging_tables() == []
-    assert h.warehouse.scripts == [[(EVENTS, None), (PROPERTIES, None)]], "the day is emptied in both tables"
+    assert h.warehouse.replaced == [(DAY, {EVENTS: None, PROPERTIES: None})], "the day is emptied in both"
     row = only_ledger_row(h)
     assert (row["status"], row["events_rows"], row["properties_rows"], row["windows"]) == (
         "succeeded",
@@ -505,7 +339,7 @@ def test_an_auth_error_fails_the_day_at_once_and_says_which_setting_to_check() -
     refused = AmplitudeAuthError(
         "Amplitude refused the credentials (401): check AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY"
     )
-    h = Harness(FakeExportApi(errors=[refused]))
+    h = Harness(FakeExportApi(SPEC, errors=[refused]))
     error = h.failed()
 
     assert isinstance(error.__cause__, AmplitudeAuthError)
@@ -519,7 +353,9 @@ def test_an_auth_error_fails_the_day_at_once_and_says_which_setting_to_check() -
 
 
 def test_a_transient_error_fails_the_run_without_marking_the_day_so_a_redelivery_syncs_it() -> None:
-    h = Harness(FakeExportApi(errors=[TransientError("Amplitude export failed 6 times, last: HTTP 503")]))
+    h = Harness(
+        FakeExportApi(SPEC, errors=[TransientError("Amplitude export failed 6 times, last: HTTP 503")])
+    )
     error = h.failed()
 
     assert isinstance(error.__cause__, TransientError)
@@ -533,7 +369,7 @@ def test_a_transient_error_fails_the_run_without_marking_the_day_so_a_redelivery
 
 
 def test_a_truncated_download_fails_the_day_and_publishes_nothing() -> None:
-    h = Harness(FakeExportApi(truncated_windows=[window(0, 23)]))
+    h = Harness(FakeExportApi(SPEC, truncated_windows=[window(0, 23)]))
     error = h.failed()
 
     assert isinstance(error.__cause__, CorruptExport)
@@ -544,7 +380,7 @@ def test_a_truncated_download_fails_the_day_and_publishes_nothing() -> None:
 
 
 def test_a_failure_in_a_later_window_publishes_nothing_of_the_earlier_ones() -> None:
-    h = Harness(FakeExportApi(max_window_hours=12, truncated_windows=[window(12, 23)]))
+    h = Harness(FakeExportApi(SPEC, max_window_hours=12, truncated_windows=[window(12, 23)]))
     h.failed()
 
     assert h.api.requests == [window(0, 23), window(0, 11), window(12, 23)]
@@ -672,8 +508,8 @@ def test_a_day_is_published_in_one_transaction_that_replaces_only_that_day() -> 
     result = h.sync.sync_day(DAY)
 
     assert result.status == "succeeded"
-    (pairs,) = h.warehouse.scripts
-    assert [target for target, _ in pairs] == [EVENTS, PROPERTIES]
+    ((day, sources),) = h.warehouse.replaced
+    assert day == DAY and list(sources) == [EVENTS, PROPERTIES]
     for table, count in ((EVENTS, result.events), (PROPERTIES, result.property_rows)):
         assert other_day in h.warehouse.tables[table], "other export days are untouched"
         day_rows = h.warehouse.day_rows(table)
@@ -686,7 +522,7 @@ def test_a_forced_rerun_replaces_the_day_with_identical_rows() -> None:
     first = (h.warehouse.day_rows(EVENTS), h.warehouse.day_rows(PROPERTIES))
     h.sync.sync_day(DAY, force=True)
     assert (h.warehouse.day_rows(EVENTS), h.warehouse.day_rows(PROPERTIES)) == first
-    assert len(h.warehouse.scripts) == 2
+    assert len(h.warehouse.replaced) == 2
 
 
 def test_a_successful_run_writes_a_complete_ledger_row() -> None:
@@ -716,7 +552,7 @@ def test_a_successful_run_writes_a_complete_ledger_row() -> None:
 
 def test_a_ledger_that_cannot_be_written_does_not_hide_the_outcome() -> None:
     h = Harness()
-    h.warehouse.fail_ledger = TransientError("streaming insert into ops.sync_runs failed")
+    h.warehouse.fail_insert = TransientError("streaming insert into ops.sync_runs failed")
     assert h.sync.sync_day(DAY).status == "succeeded"
 
     h.warehouse.fail_load[STAGING_PREFIX] = RuntimeError("load job failed")
@@ -830,7 +666,7 @@ def test_staging_tables_are_dropped_after_a_successful_run() -> None:
         pytest.param(
             {"fail_load": {f"{STAGING_PREFIX}properties_": RuntimeError("load job failed")}}, id="load"
         ),
-        pytest.param({"fail_execute": RuntimeError("transaction aborted")}, id="transaction"),
+        pytest.param({"fail_replace": RuntimeError("transaction aborted")}, id="transaction"),
     ],
 )
 def test_staging_tables_are_dropped_when_loading_fails(fault: dict[str, Any]) -> None:
@@ -954,8 +790,20 @@ def test_a_rerun_of_a_day_that_now_has_no_data_empties_the_day_in_both_tables() 
 # ------------------------------------------------------------------- the CLI and the function, on fakes
 
 
+def wire(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI and the function build their sync with the real bootstrap(), on the harness's fakes."""
+    for name, value in (
+        ("GOOGLE_CLOUD_PROJECT", PROJECT),
+        ("AMPLITUDE_API_KEY", "test-key"),
+        ("AMPLITUDE_SECRET_KEY", "test-secret"),
+    ):
+        monkeypatch.setenv(name, value)
+    fakes = {"export_api": h.api, "store": h.store, "warehouse": h.warehouse, "clock": h.clock}
+    monkeypatch.setattr(amplitude_sync, "bootstrap", functools.partial(amplitude_sync.bootstrap, **fakes))
+
+
 def run_cli(h: Harness, monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
-    monkeypatch.setattr(bootstrap, "amplitude_sync", lambda progress=None: h.sync)
+    wire(h, monkeypatch)
     return cli.main(["sync-amplitude", *argv])
 
 
@@ -991,27 +839,60 @@ def test_the_cli_syncs_a_complete_day(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+def test_the_cli_reports_each_day_and_goes_on_after_a_failed_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = DAY - timedelta(days=2)
+    broken = datetime(2026, 11, 19, tzinfo=UTC)
+    h = Harness(FakeExportApi(SPEC, truncated_windows=[(broken, broken + timedelta(hours=23))]))
+    argv = ("--start", first.isoformat(), "--end", DAY.isoformat())
+    assert run_cli(h, monkeypatch, *argv) == 1
+    err = capsys.readouterr().err
+    assert "[1/3] 2026-11-18" in err and "[3/3] 2026-11-20" in err
+    assert "FAILED: 2026-11-19: CorruptExport: " in err
+    assert "2 of 3 day(s) done" in err
+    assert [(row["export_day"], row["status"]) for row in h.warehouse.ledger()] == [
+        ("2026-11-18", "succeeded"),
+        ("2026-11-19", "failed"),
+        ("2026-11-20", "succeeded"),
+    ]
+
+
+def test_a_request_stops_at_a_failed_day_so_a_redelivery_retries_it() -> None:
+    broken = datetime(2026, 11, 19, tzinfo=UTC)
+    h = Harness(FakeExportApi(SPEC, truncated_windows=[(broken, broken + timedelta(hours=23))]))
+    request = SyncRequest(days_between(DAY - timedelta(days=2), DAY))
+    with pytest.raises(SyncFailed, match="2026-11-19: CorruptExport"):
+        h.sync.sync_request(request)
+    assert [row["status"] for row in h.warehouse.ledger()] == ["succeeded", "failed"], "the 20th waits"
+
+    h.api.truncated_windows.clear()  # the redelivery: the synced day is skipped, the others run
+    results = h.sync.sync_request(request)
+    assert [(r.day.isoformat(), r.status) for r in results] == [
+        ("2026-11-18", "skipped"),
+        ("2026-11-19", "succeeded"),
+        ("2026-11-20", "succeeded"),
+    ]
+
+
 FUNCTION_SOURCE = str(REPO_ROOT / "functions" / "sync_amplitude" / "main.py")
 
 
 @pytest.fixture
 def function(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, Harness]]:
     """sync_amplitude as functions-framework serves it (a cold start of its own), on a Harness."""
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "jupiter-test")
-    monkeypatch.setenv("AMPLITUDE_API_KEY", "test-key")
-    monkeypatch.setenv("AMPLITUDE_SECRET_KEY", "test-secret")
+    h = Harness()
+    wire(h, monkeypatch)
     monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the function's folder
     monkeypatch.delitem(sys.modules, "main", raising=False)  # ... and registers the module as 'main'
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    get_amplitude_settings.cache_clear()
+    clear_settings_cache()
     app = functions_framework.create_app(
         target="sync_amplitude", source=FUNCTION_SOURCE, signature_type="cloudevent"
     )
-    h = Harness()
-    monkeypatch.setattr(bootstrap, "amplitude_sync", lambda progress=None: h.sync)
     yield app.test_client(), h
-    get_amplitude_settings.cache_clear()
+    clear_settings_cache()
     root.handlers, root.level = handlers, level  # cold_start() installed its JSON handler
 
 

@@ -1,4 +1,4 @@
-"""Amplitude Export API client: streams one window's zip to a file object, never into memory.
+"""Amplitude Export API client, the ``ExportApi`` port: streams a window's zip to a file, never to memory.
 
 ``GET /api/2/export?start=YYYYMMDDTHH&end=YYYYMMDDTHH`` (both hours inclusive) with HTTP basic auth.
 The secret travels only in the Authorization header built by ``requests`` — never in argv, a URL or a
@@ -14,13 +14,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO
 
 import requests
 
-from jupiter_data.ports import TransientError
+from jupiter_data.ports import Download, ExportTooLarge, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +27,8 @@ CHUNK = 1024 * 1024
 TIMEOUT = (10.0, 300.0)  # connect, and between bytes: exports start slowly
 
 
-class ExportTooLarge(Exception):
-    """400 (over 4 GB) or 504 (timed out): retry with a smaller window."""
-
-
 class AmplitudeAuthError(Exception):
     """401/403: the keys are wrong; retrying cannot help."""
-
-
-@dataclass(frozen=True)
-class Download:
-    has_data: bool
-    size: int
-    sha256: str
 
 
 def hour_param(moment: datetime) -> str:

@@ -1,4 +1,4 @@
-"""BigQuery implementation of the ``Warehouse`` port."""
+"""BigQuery implementations of the ``Warehouse``, ``BulkWarehouse`` and ``QueryRunner`` ports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -79,7 +80,27 @@ def _scalar_type(value: Any) -> str:
     raise TypeError(f"no BigQuery parameter type for {type(value).__name__}")
 
 
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _table_name(name: str) -> str:
+    """``dataset.table``, refused unless it is plainly one (names are code constants, never input)."""
+    if _TABLE_NAME.fullmatch(name) is None:
+        raise ValueError(f"not a dataset.table name: {name!r}")
+    return name
+
+
+def _column_name(name: str) -> str:
+    if _COLUMN_NAME.fullmatch(name) is None:
+        raise ValueError(f"not a column name: {name!r}")
+    return name
+
+
 class BigQueryWarehouse:
+    """The ``Warehouse`` port (streaming inserts, parameterised queries) and the ``BulkWarehouse`` port
+    (load jobs, an export day replaced in one transaction) on BigQuery."""
+
     def __init__(self, client: bigquery.Client) -> None:
         self._client = client
 
@@ -140,9 +161,28 @@ class BigQueryWarehouse:
         job.result(timeout=540)
         return int(job.output_rows or 0)
 
-    def execute(self, sql: str) -> None:
-        """A statement or script whose identifiers are code constants and which takes no values."""
-        self._client.query(sql).result(timeout=540)
+    def replace_day(self, day: dt.date, sources: Mapping[str, str | None]) -> None:
+        # One script in one transaction. The emulator takes no query parameters in a script, so the day
+        # is a DATE literal formatted from a date (digits and dashes only); table names are checked.
+        if not isinstance(day, dt.date):
+            raise TypeError(f"day must be a date, got {type(day).__name__}")
+        day_is = f"export_day = DATE '{day:%Y-%m-%d}'"
+        statements = []
+        for target, source in sources.items():
+            statements.append(f"DELETE FROM `{_table_name(target)}` WHERE {day_is};")  # noqa: S608
+            if source is not None:
+                statements.append(
+                    f"INSERT INTO `{_table_name(target)}` "  # noqa: S608 - see above
+                    f"SELECT * FROM `{_table_name(source)}` WHERE {day_is};"
+                )
+        script = "BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;"
+        self._client.query(script).result(timeout=540)
+
+    def count_rows(self, table: str, where: Mapping[str, Any]) -> int:
+        condition = " AND ".join(f"{_column_name(column)} = @{column}" for column in where) or "TRUE"
+        sql = f"SELECT COUNT(*) AS n FROM `{_table_name(table)}` WHERE {condition}"  # noqa: S608 - names checked
+        (row,) = self.query(sql, where)
+        return int(row["n"])
 
     def drop_table(self, table: str) -> None:
         self._client.delete_table(self._table_id(table), not_found_ok=True)

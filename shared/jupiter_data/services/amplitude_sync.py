@@ -18,38 +18,64 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from jupiter_data.adapters.amplitude_api import Download, ExportTooLarge
 from jupiter_data.amplitude_transform import transform_export
-from jupiter_data.domain import amplitude
-from jupiter_data.domain.amplitude_request import refuse_incomplete
-from jupiter_data.ports import Clock, ObjectStore, Warehouse
+from jupiter_data.domain.amplitude import DEFAULT_MAX_BAD_FRACTION, EVENTS_TABLE, PROPERTIES_TABLE
+from jupiter_data.domain.amplitude_request import SyncRequest, refuse_incomplete
+from jupiter_data.ports import (
+    BulkWarehouse,
+    Clock,
+    Download,
+    ExportApi,
+    ExportTooLarge,
+    ObjectStore,
+    SystemClock,
+)
 from jupiter_data.resources import load_resources
+from jupiter_data.settings import FromEnv, Settings, base_url, fraction, int_between, load_settings, setting
 
 log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "ops.sync_runs"
 
 
-class ExportApi(Protocol):
-    def download(
-        self, start: datetime, end: datetime, dest: Any, max_bytes: int | None = None
-    ) -> Download: ...
+@dataclass(frozen=True)
+class AmplitudeSettings(FromEnv):
+    """What ``sync_amplitude`` reads on top of ``Settings``. The keys come from Secret Manager."""
 
+    api_base_url: str = setting(
+        "AMPLITUDE_API_BASE_URL",
+        base_url,
+        default="https://amplitude.com",
+        doc="https://analytics.eu.amplitude.com for EU projects",
+    )
+    api_key: str = setting("AMPLITUDE_API_KEY", str, secret=True, doc="project API key")
+    secret_key: str = setting("AMPLITUDE_SECRET_KEY", str, secret=True, doc="project secret key")
+    max_bad_fraction: float = setting(
+        "AMPLITUDE_MAX_BAD_LINES",
+        fraction,
+        default="0.001",
+        doc="malformed lines a day may have (0.001 = 0.1 %)",
+    )
+    # A window whose zip grows past this is fetched again as two halves, so /tmp (memory on Cloud
+    # Functions) holds at most about 3.5x this at a time (the zip and its staged outputs).
+    max_window_bytes: int = setting(
+        "AMPLITUDE_MAX_WINDOW_BYTES",
+        int_between(1 << 20, 4 << 30),
+        default=str(256 << 20),
+        doc="a larger export window is split in two",
+    )
 
-class BulkWarehouse(Warehouse, Protocol):
-    def load_ndjson(self, uris: list[str], table: str, schema: list[dict[str, Any]]) -> int: ...
-    def execute(self, sql: str) -> None: ...
-    def drop_table(self, table: str) -> None: ...
-
-
-class SyncFailed(Exception):
-    pass
+    @classmethod
+    def check(cls, values: Mapping[str, Any], environment: Callable[[], str]) -> dict[str, str]:
+        if values["api_base_url"].startswith("http://") and environment() != "local":
+            return {"AMPLITUDE_API_BASE_URL": f"{values['api_base_url']!r} must be an https base URL"}
+        return {}
 
 
 @dataclass
@@ -64,11 +90,19 @@ class DayResult:
     error: str | None = None
 
 
+class SyncFailed(Exception):
+    """A day failed; ``result`` is that day's (status failed, and why) once the failure ended the day."""
+
+    def __init__(self, message: str, result: DayResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass(frozen=True)
 class SyncConfig:
     raw_bucket: str
     staged_bucket: str
-    max_bad_fraction: float = amplitude.DEFAULT_MAX_BAD_FRACTION
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION
     max_window_bytes: int | None = None  # None: take each window whole
     workers: int | None = 1  # transform processes; None: one per CPU for large windows
 
@@ -101,10 +135,40 @@ class AmplitudeSync:
         self.clock = clock  # public: callers decide "yesterday" and completeness by the same clock
         self._progress = progress or (lambda what, amount: None)
 
+    def sync_request(
+        self,
+        request: SyncRequest,
+        *,
+        dry_run: bool = False,
+        keep_going: bool = False,
+        starting: Callable[[int, date], None] | None = None,
+        finished: Callable[[DayResult], None] | None = None,
+    ) -> list[DayResult]:
+        """Sync the requested days in order, as ``sync_day`` does each.
+
+        A request reaching a day that is not complete is refused whole, before any work
+        (``DayNotComplete``). A failed day raises ``SyncFailed``; with ``keep_going`` the next days
+        still run and the failed one is in the results. ``starting(number, day)`` (from 1) and
+        ``finished(result)`` are called around each day.
+        """
+        refuse_incomplete(request.days, self.clock.now())
+        results = []
+        for number, day in enumerate(request.days, 1):
+            if starting is not None:
+                starting(number, day)
+            try:
+                result = self.sync_day(day, force=request.force, dry_run=dry_run)
+            except SyncFailed as exc:
+                if not keep_going or exc.result is None:
+                    raise
+                result = exc.result
+            results.append(result)
+            if finished is not None:
+                finished(result)
+        return results
+
     def already_synced(self, day: date) -> bool:
-        sql = f"SELECT COUNT(*) AS n FROM `{LEDGER_TABLE}` WHERE export_day = @day AND status = 'succeeded'"  # noqa: S608
-        (row,) = self._warehouse.query(sql, {"day": day})
-        return int(row["n"]) > 0
+        return self._warehouse.count_rows(LEDGER_TABLE, {"export_day": day, "status": "succeeded"}) > 0
 
     def sync_day(self, day: date, force: bool = False, dry_run: bool = False) -> DayResult:
         """Raises ``DayNotComplete`` (before any work, whatever ``force``) for a day not complete yet."""
@@ -125,7 +189,7 @@ class AmplitudeSync:
                 "Amplitude sync failed",
                 extra={"fields": {"export_day": day.isoformat(), "error": result.error}},
             )
-            raise SyncFailed(f"{day}: {result.error}") from exc
+            raise SyncFailed(f"{day}: {result.error}", result) from exc
         finally:
             if not dry_run:
                 self._record(run_id, result, started)
@@ -225,7 +289,7 @@ class AmplitudeSync:
 
     def _load(self, day: date, run_id: str, staged: dict[str, list[str]], result: DayResult) -> None:
         resources = load_resources()
-        tables = {"events": amplitude.EVENTS_TABLE, "properties": amplitude.PROPERTIES_TABLE}
+        tables = {"events": EVENTS_TABLE, "properties": PROPERTIES_TABLE}
         staging = {name: f"amplitude._staging_{name}_{run_id}" for name in tables}
         try:
             loaded = {
@@ -240,28 +304,16 @@ class AmplitudeSync:
                     f"{result.property_rows} property rows, load jobs loaded {loaded}; nothing published"
                 )
             # One transaction: readers see the old day or the new one, never a mix. The run owns its day
-            # in both tables whatever it staged (a table without rows this time loses its old ones too),
-            # and writes nothing outside it. Table names are code constants and run ids; the day is a
-            # DATE literal formatted from a date (digits and dashes only), as the emulator takes no
-            # parameters in a script.
-            day_is = f"export_day = DATE '{day:%Y-%m-%d}'"
-            statements = []
-            for name, table in tables.items():
-                statements.append(f"DELETE FROM `{table}` WHERE {day_is};")  # noqa: S608 - see above
-                if name in loaded:
-                    statements.append(
-                        f"INSERT INTO `{table}` SELECT * FROM `{staging[name]}` WHERE {day_is};"  # noqa: S608
-                    )
-            self._warehouse.execute("BEGIN TRANSACTION;\n" + "\n".join(statements) + "\nCOMMIT TRANSACTION;")
+            # in both tables whatever it staged (a table without rows this time loses its old ones too).
+            self._warehouse.replace_day(
+                day, {table: staging[name] if name in loaded else None for name, table in tables.items()}
+            )
         finally:
             for table in staging.values():
                 self._warehouse.drop_table(table)
         counts = {
-            name: int(next(iter(self._warehouse.query(
-                f"SELECT COUNT(*) AS n FROM `{table}` WHERE export_day = @day", {"day": day}  # noqa: S608
-            )))["n"])
-            for name, table in tables.items()
-        }  # fmt: skip
+            name: self._warehouse.count_rows(table, {"export_day": day}) for name, table in tables.items()
+        }
         if counts != {"events": result.events, "properties": result.property_rows}:
             raise SyncFailed(
                 f"reconciliation failed for {day}: transformed {result.events} events and "
@@ -289,3 +341,41 @@ class AmplitudeSync:
             self._warehouse.insert_rows(LEDGER_TABLE, [row], [run_id])
         except Exception:  # the ledger must not hide the run's own outcome
             log.exception("could not record the sync run", extra={"fields": {"run_id": run_id}})
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    export_api: ExportApi | None = None,
+    store: ObjectStore | None = None,
+    warehouse: BulkWarehouse | None = None,
+    clock: Clock | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> AmplitudeSync:
+    """The sync on the real adapters, but for those given. They are imported here, so a process that
+    imports this module loads no Google client until it builds one."""
+    settings = settings or load_settings(Settings)
+    amplitude = load_settings(AmplitudeSettings)
+    if export_api is None:
+        from jupiter_data.adapters.amplitude_api import AmplitudeExportClient
+
+        export_api = AmplitudeExportClient(amplitude.api_base_url, amplitude.api_key, amplitude.secret_key)
+    if store is None:
+        from jupiter_data.adapters.clients import storage_client
+        from jupiter_data.adapters.gcs import GcsObjectStore
+
+        store = GcsObjectStore(storage_client(settings))
+    if warehouse is None:
+        from jupiter_data.adapters.bigquery import BigQueryWarehouse
+        from jupiter_data.adapters.clients import bigquery_client
+
+        warehouse = BigQueryWarehouse(bigquery_client(settings))
+    resources = load_resources()
+    config = SyncConfig(
+        raw_bucket=resources.bucket_name(settings.project, "amplitude-raw"),
+        staged_bucket=resources.bucket_name(settings.project, "amplitude-staged"),
+        max_bad_fraction=amplitude.max_bad_fraction,
+        max_window_bytes=amplitude.max_window_bytes,
+        workers=None,  # a process per CPU for large windows: the same rows, in member-finishing order
+    )
+    return AmplitudeSync(config, export_api, store, warehouse, clock or SystemClock(), progress=progress)
