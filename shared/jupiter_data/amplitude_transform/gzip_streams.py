@@ -47,37 +47,50 @@ def crc32(data: bytes) -> int:
     return isal_zlib.crc32(data)
 
 
-class GzipSink:
-    """A gzip stream to ``out``: pieces are gathered to ``chunk_bytes``, then compressed and written.
+class Chunked:
+    """Gathers written pieces and hands them to ``compress`` about ``chunk_bytes`` at a time."""
 
-    Without ``finish()`` the stream has no trailer and every gzip reader reports it truncated.
-    """
-
-    def __init__(self, out: Writable, level: int, chunk_bytes: int) -> None:
-        self._out = out
-        self._compressor: Any = isal_zlib.compressobj(_ISAL_LEVELS[level], isal_zlib.DEFLATED, 31)
+    def __init__(self, chunk_bytes: int) -> None:
         self._chunk_bytes = chunk_bytes
         self._pieces: list[bytes] = []
         self._pending = 0
-        self.bytes_out = 0
 
     def write(self, data: bytes) -> None:
         self._pieces.append(data)
         self._pending += len(data)
         if self._pending >= self._chunk_bytes:
-            self._compress()
+            self.flush()
 
-    def finish(self) -> None:
-        """Compress what is left and write the gzip trailer."""
-        self._compress()
-        self._put(self._compressor.flush())
-
-    def _compress(self) -> None:
+    def flush(self) -> None:
         if not self._pieces:
             return
         data = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
         self._pieces = []
         self._pending = 0
+        self.compress(data)
+
+    def compress(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class GzipSink(Chunked):
+    """A gzip stream to ``out``, compressed a chunk at a time.
+
+    Without ``finish()`` the stream has no trailer and every gzip reader reports it truncated.
+    """
+
+    def __init__(self, out: Writable, level: int, chunk_bytes: int) -> None:
+        super().__init__(chunk_bytes)
+        self._out = out
+        self._compressor: Any = isal_zlib.compressobj(_ISAL_LEVELS[level], isal_zlib.DEFLATED, 31)
+        self.bytes_out = 0
+
+    def finish(self) -> None:
+        """Compress what is left and write the gzip trailer."""
+        self.flush()
+        self._put(self._compressor.flush())
+
+    def compress(self, data: bytes) -> None:
         self._put(self._compressor.compress(data))
 
     def _put(self, data: bytes) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
-from jupiter_data.amplitude_transform.gzip_streams import StitchedGzipSink, crc32, deflate_chunk
+from jupiter_data.amplitude_transform.gzip_streams import Chunked, StitchedGzipSink, crc32, deflate_chunk
 from jupiter_data.amplitude_transform.members import MemberTransformer
 from jupiter_data.amplitude_transform.stats import CorruptExport, MemberStats, TransformStats
 
@@ -124,31 +124,17 @@ def transform_in_workers(
             channel.cancel_join_thread()
 
 
-class ChunkSink:
+class ChunkSink(Chunked):
     """Worker side of ``StitchedGzipSink``: compresses ~``chunk_bytes`` pieces and sends them on."""
 
     def __init__(self, which: int, results: Any, level: int, chunk_bytes: int) -> None:
+        super().__init__(chunk_bytes)
         self._which = which
         self._results = results
         self._level = level
-        self._chunk_bytes = chunk_bytes
-        self._pieces: list[bytes] = []
-        self._pending = 0
 
-    def write(self, data: bytes) -> None:
-        self._pieces.append(data)
-        self._pending += len(data)
-        if self._pending >= self._chunk_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._pieces:
-            return
-        data = b"".join(self._pieces)
-        self._pieces = []
-        self._pending = 0
-        compressed = deflate_chunk(data, self._level)
-        self._results.put(("chunk", self._which, compressed, crc32(data), len(data)))
+    def compress(self, data: bytes) -> None:
+        self._results.put(("chunk", self._which, deflate_chunk(data, self._level), crc32(data), len(data)))
 
 
 def _next_task(tasks: Any) -> int | None:
