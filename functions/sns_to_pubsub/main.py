@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import flask
 import functions_framework
 
-from jupiter_data import bootstrap
+from jupiter_data.bootstrap import cold_start
 from jupiter_data.logs import request_trace
-from jupiter_data.settings import BridgeSettings, load_settings
+from jupiter_data.services.bridge import Bridge, BridgeSettings, bootstrap
+from jupiter_data.settings import load_settings
 
 MAX_BODY_BYTES = 300 * 1024
 
-settings = bootstrap.cold_start()
-load_settings(BridgeSettings)  # fail at cold start, naming the variable, rather than on the first message
+settings = cold_start()
+bridge_settings = load_settings(BridgeSettings)  # fail at cold start, naming the variable
+
+
+@functools.cache
+def bridge() -> Bridge:
+    # Built on the first request, which creates the Pub/Sub client: a cold start only reads settings.
+    return bootstrap(settings, bridge_settings=bridge_settings)
 
 
 def _json(status: int, body: dict[str, object]) -> flask.Response:
@@ -31,5 +39,5 @@ def sns_to_pubsub(request: flask.Request) -> flask.Response:
     if len(body) > MAX_BODY_BYTES:
         return _json(413, {"error": "too_large", "detail": f"body over {MAX_BODY_BYTES} bytes"})
     with request_trace(request.headers, settings.project):
-        reply = bootstrap.bridge().handle(body, request.headers)
+        reply = bridge().handle(body, request.headers)
     return _json(reply.status, reply.body)

@@ -5,12 +5,12 @@ Usage: ``python -m jupiter_data build [NAME ...] [--repo-root DIR] [--out DIR]``
 Each function ``functions/<name>/main.py`` (entry point ``<name>``) becomes ``<out>/<name>-<sha12>.zip``,
 where ``sha12`` is the first 12 hex digits of the archive's SHA-256, holding:
 
-- everything in ``functions/<name>/`` except ``requirements.in``, ``__pycache__``, ``*.pyc``, ``tests/``
-  and dotfiles;
+- everything in ``functions/<name>/`` except ``function.json`` (read by the build, Terraform and the
+  local stack; the code never needs it), ``__pycache__``, ``*.pyc``, ``tests/`` and dotfiles;
 - ``jupiter_data/`` copied from ``shared/jupiter_data/`` without the dev-only ``local/`` subpackage
   (data files such as ``schemas/*.json`` included);
-- ``requirements.txt``: only what the function needs. ``functions/<name>/requirements.in`` names the
-  packages of the Pipfile's ``[packages]`` that the function imports (names only, one a line); the
+- ``requirements.txt``: only what the function needs. ``requirements`` in ``functions/<name>/function.json``
+  names the packages of the Pipfile's ``[packages]`` that the function imports (names only); the
   build adds their dependencies, read from the installed packages' metadata with markers evaluated for
   the Cloud Functions runtime (CPython 3.11 on Linux x86_64), and pins every one from the ``default``
   section of ``Pipfile.lock`` (never ``develop``): ``name==version; markers --hash=sha256:...``, so
@@ -45,11 +45,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from jupiter_data.resources import MANIFEST, ManifestError, read_manifest
+
 EPOCH = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o100644  # regular file, rw-r--r--
 LEVEL = 9
 SKIP_NAMES = {"__pycache__", "tests"}
-DECLARATION = "requirements.in"  # per function: the top-level runtime packages its code imports
 # Markers in dependency metadata are evaluated for the deployed runtime (Terraform's python311), not for
 # the machine that builds, so every build host writes the same requirements.txt.
 TARGET = {
@@ -66,7 +67,6 @@ TARGET = {
     "sys_platform": "linux",
 }
 Extras = tuple[str, ...]  # sorted, normalized; () for the package alone
-_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE)  # PEP 508 project name
 
 
 class BuildError(Exception):
@@ -114,28 +114,12 @@ def locked_packages(lock_path: Path) -> dict[str, Pin]:
 
 
 def declared_packages(repo_root: Path, name: str) -> list[str]:
-    """The runtime packages ``functions/<name>/requirements.in`` declares (names only; comments allowed)."""
-    where = f"functions/{name}/{DECLARATION}"
+    """The runtime packages ``functions/<name>/function.json`` declares in ``requirements``."""
     try:
-        text = (repo_root / "functions" / name / DECLARATION).read_text()
-    except FileNotFoundError:
-        raise BuildError(
-            f"{where} not found: list the packages from [packages] in the Pipfile that the function "
-            "imports, one name a line"
-        ) from None
-    names = []
-    for number, line in enumerate(text.splitlines(), 1):
-        package = line.split("#", 1)[0].strip()
-        if package and not _NAME.fullmatch(package):
-            raise BuildError(
-                f"{where}:{number}: {package[:80]!r} is not a package name (only names: versions come "
-                "from Pipfile.lock)"
-            )
-        if package:
-            names.append(canonicalize_name(package))
-    if not names:
-        raise BuildError(f"{where} names no package")
-    return sorted(set(names))
+        manifest = read_manifest(repo_root / "functions" / name)
+    except ManifestError as exc:
+        raise BuildError(f"{exc} (requirements: the Pipfile [packages] the function imports)") from None
+    return sorted({canonicalize_name(package) for package in manifest.requirements})
 
 
 def _dependencies(pin: Pin, extras: set[str]) -> list[Requirement]:
@@ -192,7 +176,7 @@ def runtime_closure(locked: dict[str, Pin], roots: Iterable[str], origin: str) -
     return {name: asked[name] for name in sorted(asked)}
 
 
-def requirements_txt(lock_path: Path, packages: Iterable[str], origin: str = "requirements.in") -> str:
+def requirements_txt(lock_path: Path, packages: Iterable[str], origin: str = MANIFEST) -> str:
     """Pinned, hash-checked requirements for ``packages`` and their dependencies, from ``Pipfile.lock``."""
     locked = locked_packages(lock_path)
     roots = sorted({canonicalize_name(p) for p in packages})
@@ -226,17 +210,17 @@ def archive_bytes(repo_root: Path, name: str) -> bytes:
     if (folder / "requirements.txt").exists():
         raise BuildError(
             f"functions/{name}/requirements.txt: requirements.txt is generated; name the packages the "
-            f"function imports in functions/{name}/{DECLARATION} (versions come from Pipfile.lock)"
+            f"function imports in functions/{name}/{MANIFEST} (versions come from Pipfile.lock)"
         )
     if (folder / "jupiter_data").exists():
         raise BuildError(f"functions/{name}/jupiter_data: remove it, the build adds shared/jupiter_data")
     packages = declared_packages(repo_root, name)
     files = _tree(folder, "")
-    files.pop(DECLARATION, None)  # an input of the build, not of the function
+    files.pop(MANIFEST, None)  # an input of the build, not of the function
     shared = _tree(repo_root / "shared" / "jupiter_data", "jupiter_data/")
     files.update({arc: path for arc, path in shared.items() if not arc.startswith("jupiter_data/local/")})
     contents = {arc: path.read_bytes() for arc, path in files.items()}
-    origin = f"functions/{name}/{DECLARATION}"
+    origin = f"functions/{name}/{MANIFEST}"
     contents["requirements.txt"] = requirements_txt(repo_root / "Pipfile.lock", packages, origin).encode()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:

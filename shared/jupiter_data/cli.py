@@ -140,14 +140,11 @@ def _sync_amplitude(args: argparse.Namespace) -> int:
 
 
 def _replay(since: datetime | None, dry_run: bool) -> int:
-    from jupiter_data.adapters.bigquery import BigQueryWarehouse
-    from jupiter_data.adapters.clients import bigquery_client
-    from jupiter_data.ports import SystemClock
-    from jupiter_data.services.replay import ReplaySummary, replay_dead_letters
-    from jupiter_data.settings import SettingsError, get_settings
+    from jupiter_data.services.replay import ReplaySummary, bootstrap
+    from jupiter_data.settings import SettingsError
 
     try:
-        settings = get_settings()
+        replay = bootstrap()
     except SettingsError as exc:
         print(f"error: {exc} (locally: source .local/stack.env)", file=sys.stderr)
         return 2
@@ -155,8 +152,7 @@ def _replay(since: datetime | None, dry_run: bool) -> int:
     def progress(summary: ReplaySummary) -> None:
         print(f"\r  {summary.loaded} dead letters loadable, {summary.rows} events", end="", flush=True)
 
-    warehouse = BigQueryWarehouse(bigquery_client(settings))
-    summary = replay_dead_letters(warehouse, SystemClock(), since, dry_run, progress)
+    summary = replay.run(since, dry_run, progress)
     verb = "would load" if dry_run else "loaded"
     print(f"\n{summary.pending} pending dead letters: {verb} {summary.loaded} ({summary.rows} events)")
     for error_type, count in sorted(summary.still_invalid.items()):

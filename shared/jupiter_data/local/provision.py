@@ -1,11 +1,12 @@
-"""Creates the emulators' topics, subscriptions, datasets and buckets from ``schemas/resources.json``,
-the same definitions Terraform reads. Idempotent: existing resources are left as they are. Dev only."""
+"""Creates the emulators' topics, subscriptions, datasets and buckets from ``schemas/resources.json``, and
+the functions' push subscriptions from their manifests: the definitions Terraform reads. Idempotent:
+existing resources are left as they are. Dev only."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import google.cloud.pubsub_v1 as pubsub_v1  # untyped: plain import keeps mypy quiet
 from google.api_core import exceptions as gexc
@@ -13,7 +14,7 @@ from google.cloud import bigquery
 from google.protobuf import duration_pb2
 
 from jupiter_data.adapters.clients import bigquery_client, publisher_client, storage_client, subscriber_client
-from jupiter_data.resources import Resources
+from jupiter_data.resources import FunctionDef, Resources
 from jupiter_data.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,13 @@ def trigger_subscription_name(topic: str, function: str) -> str:
 def provision(
     settings: Settings,
     resources: Resources,
+    functions: Sequence[FunctionDef],
     function_urls: Mapping[str, str],
     retry_overrides: Mapping[str, int] | None = None,
 ) -> None:
     """Create every resource; wire each running Pub/Sub-triggered function to a push subscription."""
-    _pubsub(settings, resources, function_urls, {**resources.trigger_retry, **(retry_overrides or {})})
+    retry = {**resources.trigger_retry, **(retry_overrides or {})}
+    _pubsub(settings, resources, functions, function_urls, retry)
     bq = bigquery_client(settings)
     for dataset in resources.datasets:
         bq.create_dataset(bigquery.Dataset(f"{settings.project}.{dataset}"), exists_ok=True)
@@ -60,7 +63,11 @@ def provision(
 
 
 def _pubsub(
-    settings: Settings, resources: Resources, function_urls: Mapping[str, str], retry: Mapping[str, int]
+    settings: Settings,
+    resources: Resources,
+    functions: Sequence[FunctionDef],
+    function_urls: Mapping[str, str],
+    retry: Mapping[str, int],
 ) -> None:
     publisher, subscriber = publisher_client(settings), subscriber_client(settings)
     for topic in resources.topics:
@@ -71,7 +78,7 @@ def _pubsub(
         if hold := spec.get("hold_subscription"):
             _subscribe(subscriber, settings.project, hold, topic, {})
 
-    for function in resources.functions:
+    for function in functions:
         if function.is_http or function.name not in function_urls:
             continue
         topic = function.trigger

@@ -23,7 +23,7 @@ from jupiter_data.adapters.pubsub import PubSubPublisher
 from jupiter_data.data_api.keys import ApiKeys
 from jupiter_data.local.provision import provision
 from jupiter_data.local.supervisor import Service, StackLock, Supervisor, free_port, http_ok, tcp_open
-from jupiter_data.resources import FunctionDef, load_resources
+from jupiter_data.resources import FunctionDef, load_functions, load_resources
 from jupiter_data.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ class StackPorts:
 
 
 def existing_functions(functions_dir: Path) -> list[FunctionDef]:
-    """The functions of resources.json that have code, in their listed order."""
-    return [f for f in load_resources().functions if (functions_dir / f.name / "main.py").is_file()]
+    """The functions declared in ``functions_dir`` (function.json) that have code, in product order."""
+    return [f for f in load_functions(functions_dir) if (functions_dir / f.name / "main.py").is_file()]
 
 
 class LocalStack:
@@ -100,8 +100,8 @@ class LocalStack:
     def function_urls(self) -> dict[str, str]:
         return {name: f"http://127.0.0.1:{port}" for name, port in self.function_ports.items()}
 
-    def env(self, exclude: tuple[str, ...] = ()) -> dict[str, str]:
-        """What a client needs to attach: also written to ``stack.env`` (``exclude``: names left out)."""
+    def env(self) -> dict[str, str]:
+        """What a client needs to attach: also written to ``stack.env``."""
         env = {
             "GOOGLE_CLOUD_PROJECT": self.project,
             "JUPITER_ENV": "local",
@@ -111,29 +111,34 @@ class LocalStack:
             "BIGQUERY_STORAGE_EMULATOR_HOST": f"127.0.0.1:{self.ports.bigquery_grpc}",
             "AWS_ENDPOINT_URL_SNS": f"http://127.0.0.1:{self.ports.sns}",
             **AWS_ENV,
-            "AMPLITUDE_API_BASE_URL": f"http://127.0.0.1:{self.ports.amplitude}",
-            **AMPLITUDE_KEYS,
+            **self.function_settings(),
             "FETCH_API_KEY": self.fetch_api_key,
         }
         env.update({f"{name.upper()}_URL": url for name, url in self.function_urls().items()})
-        return {name: value for name, value in env.items() if name not in exclude}
+        return env
 
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
 
+    def function_settings(self) -> dict[str, str]:
+        """The local values of functions' own settings, by variable: what Terraform, Secret Manager or a
+        mounted secret gives them when deployed. Also in stack.env, for the CLI's use cases."""
+        return {
+            "SNS_ALLOWED_TOPIC_ARNS": SNS_TOPIC_ARN,
+            "SNS_CERT_BASE_URL": f"http://127.0.0.1:{self.ports.sns}",
+            "AMPLITUDE_API_BASE_URL": f"http://127.0.0.1:{self.ports.amplitude}",
+            **AMPLITUDE_KEYS,
+            # The function only ever sees the development key's digest, as deployed functions do.
+            "FETCH_API_KEYS": f"local-dev:{ApiKeys.digest(self.fetch_api_key)}",
+        }
+
     def function_env(self, function: FunctionDef) -> dict[str, str]:
-        """Settings of one function beyond the shared ones, as Terraform sets them when deployed."""
-        # THREADS as deployed: the one local instance serves `concurrency` requests at once, like each
-        # deployed instance (functions-framework would otherwise take 4 per CPU).
-        env = {"THREADS": str(function.concurrency)}
-        if function.name == "pubsub_to_bigquery":
-            env["LOADER_BATCH_MAX_ROWS"] = str(function.concurrency)
-        elif function.name == "sns_to_pubsub":
-            env["SNS_ALLOWED_TOPIC_ARNS"] = SNS_TOPIC_ARN
-            env["SNS_CERT_BASE_URL"] = f"http://127.0.0.1:{self.ports.sns}"
-        elif function.name == "fetch_from_bigquery":
-            env["FETCH_API_KEYS"] = f"local-dev:{ApiKeys.digest(self.fetch_api_key)}"
-        return env
+        """What one function's process is given: the settings it declares (its class and the common
+        ones), and THREADS as deployed: the one local instance serves ``concurrency`` requests at once,
+        like each deployed instance (functions-framework would otherwise take 4 per CPU)."""
+        reads = {*Settings.names(), *function.settings_class().names()}
+        given = {**self.env(), "LOG_LEVEL": "INFO"}
+        return {"THREADS": str(function.concurrency)} | {n: v for n, v in given.items() if n in reads}
 
     def sns_client(self) -> Any:
         env = self.env()
@@ -227,8 +232,7 @@ class LocalStack:
                      "--signature-type", signature, "--host", "127.0.0.1", "--port", str(port)],
                     port,
                     tcp_open(port),
-                    env={**self.env(exclude=("FETCH_API_KEY",)), "LOG_LEVEL": "INFO",
-                         **self.function_env(function)},
+                    env=self.function_env(function),
                     cwd=source,
                 )
             )  # fmt: skip
@@ -239,7 +243,9 @@ class LocalStack:
         self._lock.acquire()
         try:
             self.supervisor.start(self.emulator_services())
-            provision(self.settings(), load_resources(), self.function_urls(), self.retry_overrides)
+            provision(
+                self.settings(), load_resources(), self.functions, self.function_urls(), self.retry_overrides
+            )
             self.supervisor.start(self.function_services())
             self._subscribe_bridge()
             self.env_file.touch(mode=0o600)  # it holds the development API key

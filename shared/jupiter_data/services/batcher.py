@@ -37,8 +37,8 @@ class InsertBatcher:
     def __init__(
         self,
         warehouse: Warehouse,
-        max_rows: int = 500,
-        max_wait: float = 0.05,
+        max_rows: int,
+        max_wait: float,
         wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ) -> None:
         """``wait(full, max_wait)`` is how a leader waits for its batch to fill; tests replace it to

@@ -13,12 +13,21 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from jupiter_data.domain import sns
-from jupiter_data.ports import Clock, PermanentError, Publisher, SnsGateway, TransientError
-from jupiter_data.settings import BridgeSettings
+from jupiter_data.ports import Clock, PermanentError, Publisher, SnsGateway, SystemClock, TransientError
+from jupiter_data.settings import (
+    FromEnv,
+    Settings,
+    duration,
+    load_settings,
+    loopback_url,
+    setting,
+    topic_arns,
+    topic_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,27 @@ RAW_DELIVERY_HINT = (
     "--attribute-value false)"
 )
 CERTIFICATE_CACHE_SIZE = 64  # SNS signs with one certificate per region at a time
+
+
+@dataclass(frozen=True)
+class BridgeSettings(FromEnv):
+    """What ``sns_to_pubsub`` reads on top of ``Settings``."""
+
+    allowed_topic_arns: frozenset[str] = setting(
+        "SNS_ALLOWED_TOPIC_ARNS", topic_arns, doc="comma-separated SNS topic ARNs accepted"
+    )
+    # SNS retries for up to an hour and event ids are stable: a late retry is safe to accept.
+    max_message_age: timedelta = setting(
+        "SNS_MAX_MESSAGE_AGE", duration, default="2h", doc="older notifications are refused"
+    )
+    events_topic: str = setting(
+        "SNS_EVENTS_TOPIC", topic_name, default="sns-events", doc="Pub/Sub topic republished to"
+    )
+    # Fetch SNS certificates (and confirm subscriptions) from this base URL instead of the SNS host the
+    # message names: the local SNS emulator.
+    cert_base_url: str | None = setting(
+        "SNS_CERT_BASE_URL", loopback_url, local_only=True, doc="the local SNS emulator"
+    )
 
 
 class CertificateCache:
@@ -158,3 +188,27 @@ def _ids(headers: Mapping[str, str]) -> dict[str, str]:
         )
         if header in lowered
     }
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    bridge_settings: BridgeSettings | None = None,
+    gateway: SnsGateway | None = None,
+    publisher: Publisher | None = None,
+    clock: Clock | None = None,
+) -> Bridge:
+    """The bridge on the real adapters, but for those given. They are imported here, so a process that
+    imports this module loads no Google client until it builds one."""
+    bridge_settings = bridge_settings or load_settings(BridgeSettings)
+    if gateway is None:
+        from jupiter_data.adapters.sns_http import SnsHttpGateway
+
+        gateway = SnsHttpGateway(base_url=bridge_settings.cert_base_url)
+    if publisher is None:
+        from jupiter_data.adapters.clients import publisher_client
+        from jupiter_data.adapters.pubsub import PubSubPublisher
+
+        settings = settings or load_settings(Settings)
+        publisher = PubSubPublisher(publisher_client(settings), settings.project)
+    return Bridge(bridge_settings, gateway, publisher, clock or SystemClock())

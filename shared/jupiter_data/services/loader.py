@@ -5,15 +5,67 @@ BigQuery, and raises ``TransientError`` when Pub/Sub should deliver it again."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 from jupiter_data.domain import events
 from jupiter_data.domain.events import InvalidMessage, PubSubMessage
-from jupiter_data.ports import Clock, TransientError, Warehouse
+from jupiter_data.ports import Clock, SystemClock, TransientError, Warehouse
 from jupiter_data.services.batcher import InsertBatcher
-from jupiter_data.settings import LoaderSettings
+from jupiter_data.settings import FromEnv, Settings, int_between, load_settings, reachable_retry_age, setting
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoaderSettings(FromEnv):
+    """What ``pubsub_to_bigquery`` reads on top of ``Settings``."""
+
+    # Past it a failing message is dead-lettered as too_old, with its reason; it must come before Pub/Sub's
+    # last delivery attempt (reachable_retry_age), after which Pub/Sub dead-letters it without one.
+    max_retry_age: timedelta = setting(
+        "LOADER_MAX_RETRY_AGE",
+        reachable_retry_age,
+        default="90m",
+        doc="a message failing for longer is dead-lettered as too_old",
+    )
+    # Terraform and the local stack set THREADS to function.json's concurrency: that one number sizes
+    # both the requests an instance serves at once and the batch their rows fill.
+    threads: int | None = setting(
+        "THREADS",
+        int_between(1, 1_000),
+        optional=True,
+        doc="requests one instance serves at once (functions-framework): function.json's concurrency",
+    )
+    batch_max_rows: int | None = setting(
+        "LOADER_BATCH_MAX_ROWS",
+        int_between(1, 10_000),
+        optional=True,
+        doc="rows per insert; unset: THREADS, so a batch fills from the requests served together",
+    )
+    batch_max_wait_ms: int = setting(
+        "LOADER_BATCH_MAX_WAIT_MS",
+        int_between(0, 1_000),
+        default="50",
+        doc="how long a batch waits for more rows",
+    )
+    function_version: str = setting(
+        "K_REVISION", str, default="local", platform=True, doc="recorded with every row"
+    )
+
+    @property
+    def rows_per_batch(self) -> int:
+        rows = self.batch_max_rows or self.threads
+        assert rows is not None, "check() refuses settings without either"
+        return rows
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], environment: Callable[[], str]) -> dict[str, str]:
+        if values["batch_max_rows"] is None and values["threads"] is None:
+            return {"LOADER_BATCH_MAX_ROWS": "is required when THREADS is not set"}
+        return {}
 
 
 @dataclass(frozen=True)
@@ -35,7 +87,7 @@ class Loader:
         self._warehouse = warehouse
         self._clock = clock
         self.batcher = batcher or InsertBatcher(
-            warehouse, settings.batch_max_rows, settings.batch_max_wait_ms / 1000
+            warehouse, settings.rows_per_batch, settings.batch_max_wait_ms / 1000
         )
 
     def handle(self, message: PubSubMessage) -> Outcome:
@@ -94,3 +146,20 @@ def _safe_attributes(message: PubSubMessage) -> dict[str, str]:
     return {
         k: message.attributes[k][:256] for k in ("sns_message_id", "sns_topic_arn") if k in message.attributes
     }
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    loader_settings: LoaderSettings | None = None,
+    warehouse: Warehouse | None = None,
+    clock: Clock | None = None,
+) -> Loader:
+    """The loader on BigQuery unless given a warehouse. The adapter is imported here, so a process that
+    imports this module loads no Google client until it builds one."""
+    if warehouse is None:
+        from jupiter_data.adapters.bigquery import BigQueryWarehouse
+        from jupiter_data.adapters.clients import bigquery_client
+
+        warehouse = BigQueryWarehouse(bigquery_client(settings or load_settings(Settings)))
+    return Loader(loader_settings or load_settings(LoaderSettings), warehouse, clock or SystemClock())

@@ -35,7 +35,7 @@ resource "google_cloudfunctions2_function" "function" {
   project     = var.project_id
   location    = var.region
   name        = replace(var.name, "_", "-")
-  description = "jupiter-data ${var.name}"
+  description = "jupiter-data ${var.name}: ${var.description}"
   labels      = var.labels
 
   build_config {

@@ -12,3 +12,8 @@ output "service" {
   description = "The Cloud Run service behind the function."
   value       = google_cloudfunctions2_function.function.service_config[0].service
 }
+
+output "service_name" {
+  description = "The function's name on Cloud Run: what its log entries carry as resource.labels.service_name."
+  value       = google_cloudfunctions2_function.function.name
+}

@@ -13,6 +13,11 @@ variable "name" {
   description = "Function name; also its entry point and its folder under functions/."
 }
 
+variable "description" {
+  type        = string
+  description = "What the function does (its manifest's description)."
+}
+
 variable "source_bucket" {
   type        = string
   description = "Bucket holding the function source archives."

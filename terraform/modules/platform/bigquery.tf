@@ -18,8 +18,8 @@ resource "google_bigquery_dataset" "datasets" {
   dynamic "access" {
     for_each = local.dataset_access[each.key]
     content {
-      role          = access.value.role
-      user_by_email = module.functions[access.value.function].service_account_email
+      role          = access.value
+      user_by_email = module.functions[access.key].service_account_email
     }
   }
 
@@ -75,16 +75,12 @@ resource "google_bigquery_table" "views" {
   depends_on = [google_bigquery_table.tables]
 }
 
-# Who writes and reads each dataset (legacy role names: the API answers with them, so no diff).
+# Who writes and reads each dataset: function => role, from the manifests' "dataset_access" (legacy role
+# names: the API answers with them, so no diff).
 locals {
   dataset_access = {
-    ops = {
-      "loader-write" = { role = "WRITER", function = "pubsub_to_bigquery" }
-      "fetch-read"   = { role = "READER", function = "fetch_from_bigquery" }
-    }
-    amplitude = {
-      "sync-write" = { role = "WRITER", function = "sync_amplitude" }
-      "fetch-read" = { role = "READER", function = "fetch_from_bigquery" }
+    for dataset in keys(local.resources.bigquery.datasets) : dataset => {
+      for name, f in local.functions : name => f.dataset_access[dataset] if contains(keys(f.dataset_access), dataset)
     }
   }
   analysts = {
@@ -93,24 +89,31 @@ locals {
       email = split(":", member)[1]
     }
   }
-  # Table-level grants in ops: the sync's run ledger, and the view analysts query. The view is not an
-  # authorized view (that needs it in a dataset of its own), so its readers also read the table it
-  # selects from; never the dead-letter tables.
-  table_grants = merge(
-    {
-      "sync-runs-ledger" = {
-        table  = "ops.sync_runs"
-        role   = "roles/bigquery.dataEditor"
-        member = "serviceAccount:${module.functions["sync_amplitude"].service_account_email}"
-      }
-    },
-    merge([
-      for member in var.analyst_readers : {
-        "analyst-view-${member}"  = { table = "ops.user_events", role = "roles/bigquery.dataViewer", member = member }
-        "analyst-table-${member}" = { table = "ops.all_user_events", role = "roles/bigquery.dataViewer", member = member }
-      }
-    ]...),
-  )
+  # Table-level grants in ops: the manifests' "table_access", and the view analysts query. The view is
+  # not an authorized view (that needs it in a dataset of its own), so its readers also read the table
+  # it selects from; never the dead-letter tables.
+  function_table_grants = {
+    for grant in flatten([
+      for name, f in local.functions : [
+        for table, role in f.table_access : { function = name, table = table, role = role }
+      ]
+    ]) :
+    "${grant.function}-${grant.table}" => {
+      table  = grant.table
+      role   = grant.role
+      member = "serviceAccount:${module.functions[grant.function].service_account_email}"
+    }
+  }
+  analyst_tables = { view = "ops.user_events", table = "ops.all_user_events" }
+  analyst_table_grants = {
+    for pair in setproduct(var.analyst_readers, keys(local.analyst_tables)) :
+    "analyst-${pair[1]}-${pair[0]}" => {
+      table  = local.analyst_tables[pair[1]]
+      role   = "roles/bigquery.dataViewer"
+      member = pair[0]
+    }
+  }
+  table_grants = merge(local.function_table_grants, local.analyst_table_grants)
 }
 
 resource "google_bigquery_table_iam_member" "tables" {

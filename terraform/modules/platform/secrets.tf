@@ -1,12 +1,13 @@
 # Secret values are added out of band (gcloud secrets versions add ...), never through Terraform, so
 # they stay out of variables, plans and state. Each function can read only its own secrets (function
-# module: secret_environment, secret_volumes).
+# module: secret_environment, secret_volumes). The secrets are those the manifests name.
 locals {
-  secrets = {
-    "amplitude-api-key"    = "Amplitude project API key (sync_amplitude: AMPLITUDE_API_KEY)"
-    "amplitude-secret-key" = "Amplitude project secret key (sync_amplitude: AMPLITUDE_SECRET_KEY)"
-    "fetch-api-keys"       = "name:sha256 digests of the data API keys (fetch_from_bigquery: the file FETCH_API_KEYS_FILE)"
-  }
+  secret_uses = flatten([
+    for name, f in local.functions : [
+      for setting, secret in merge(f.secrets, f.secret_files) : { secret = secret, use = "${name}: ${setting}" }
+    ]
+  ])
+  secrets = { for s in local.secret_uses : s.secret => s.use... }
 }
 
 resource "google_secret_manager_secret" "secrets" {
@@ -16,7 +17,7 @@ resource "google_secret_manager_secret" "secrets" {
   labels    = local.labels
 
   annotations = {
-    description = each.value
+    description = "read by ${join(", ", each.value)}"
   }
 
   replication {

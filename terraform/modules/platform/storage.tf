@@ -95,11 +95,22 @@ resource "google_storage_bucket" "access_logs" {
   }
 }
 
-resource "google_storage_bucket_iam_member" "amplitude_sync" {
-  for_each = toset(["amplitude-raw", "amplitude-staged"])
-  bucket   = google_storage_bucket.buckets[each.key].name
-  role     = "roles/storage.objectAdmin"
-  member   = "serviceAccount:${module.functions["sync_amplitude"].service_account_email}"
+# The manifests' "bucket_access": function => role on a bucket of resources.json. BigQuery load jobs
+# run as the function and read its staged objects with its identity.
+locals {
+  bucket_grants = {
+    for grant in flatten([
+      for name, f in local.functions : [
+        for bucket, role in f.bucket_access : { function = name, bucket = bucket, role = role }
+      ]
+    ]) :
+    "${grant.function}-${grant.bucket}" => grant
+  }
 }
 
-# BigQuery load jobs run as sync_amplitude and read the staged objects with its identity.
+resource "google_storage_bucket_iam_member" "functions" {
+  for_each = local.bucket_grants
+  bucket   = google_storage_bucket.buckets[each.value.bucket].name
+  role     = each.value.role
+  member   = "serviceAccount:${module.functions[each.value.function].service_account_email}"
+}
