@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from jupiter_data.settings import (
-    BRIDGE_SETTING_NAMES,
-    SETTING_NAMES,
-    BridgeSettings,
-    SettingsError,
-    get_bridge_settings,
-)
+from jupiter_data.services.bridge import BridgeSettings
+from jupiter_data.settings import Settings, SettingsError, load_settings
 from tests.sns_signing import TOPIC_ARN
 from tests.support import RecordingEnv
 
@@ -160,7 +154,7 @@ def test_a_certificate_base_url_that_is_not_loopback_is_named(raw: str) -> None:
 def test_deployed_settings_cannot_carry_a_certificate_base_url(environment: str, raw: str) -> None:
     problems = _problems({**VALID, "JUPITER_ENV": environment, "SNS_CERT_BASE_URL": raw})
     assert set(problems) == {"SNS_CERT_BASE_URL"}
-    assert "local emulation only" in problems["SNS_CERT_BASE_URL"]
+    assert problems["SNS_CERT_BASE_URL"] == "is for local use only: refused unless JUPITER_ENV=local"
 
 
 @pytest.mark.parametrize("environment", ["staging", "production"])
@@ -178,47 +172,38 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
             "SNS_CERT_BASE_URL": "http://evil.com:80",
         }
     )
-    assert set(problems) == set(BRIDGE_SETTING_NAMES)
+    assert set(problems) == set(BridgeSettings.names())
 
 
 def test_bridge_setting_names_lists_exactly_what_from_env_reads() -> None:
     env = RecordingEnv(dict(VALID))
     BridgeSettings.from_env(env)
-    assert sorted(set(env.read)) == sorted(BRIDGE_SETTING_NAMES)
+    assert sorted(set(env.read)) == sorted(BridgeSettings.names())
 
 
 def test_with_a_certificate_base_url_it_also_reads_the_shared_environment_name() -> None:
     env = RecordingEnv({**VALID, "SNS_CERT_BASE_URL": "http://127.0.0.1:5005", "JUPITER_ENV": "local"})
     BridgeSettings.from_env(env)
-    extra = set(env.read) - set(BRIDGE_SETTING_NAMES)
+    extra = set(env.read) - set(BridgeSettings.names())
     assert extra == {"JUPITER_ENV"}
-    assert extra <= set(SETTING_NAMES)  # already declared (and set by Terraform) for every function
+    assert extra <= set(Settings.names())  # already declared (and set by Terraform) for every function
 
 
 def test_bridge_setting_names_do_not_overlap_the_shared_ones() -> None:
-    assert not set(BRIDGE_SETTING_NAMES) & set(SETTING_NAMES)
-    assert len(set(BRIDGE_SETTING_NAMES)) == len(BRIDGE_SETTING_NAMES)
+    assert not set(BridgeSettings.names()) & set(Settings.names())
+    assert len(set(BridgeSettings.names())) == len(BridgeSettings.names())
 
 
-@pytest.fixture
-def fresh_bridge_settings() -> Iterator[None]:
-    get_bridge_settings.cache_clear()
-    yield
-    get_bridge_settings.cache_clear()
-
-
-@pytest.mark.usefixtures("fresh_bridge_settings")
-def test_get_bridge_settings_reads_the_process_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_settings_reads_the_bridge_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SNS_ALLOWED_TOPIC_ARNS", TOPIC_ARN)
     monkeypatch.delenv("SNS_MAX_MESSAGE_AGE", raising=False)
-    first = get_bridge_settings()
+    first = load_settings(BridgeSettings)
     monkeypatch.setenv("SNS_ALLOWED_TOPIC_ARNS", OTHER_ARN)
-    assert get_bridge_settings() is first
+    assert load_settings(BridgeSettings) is first
     assert first.allowed_topic_arns == {TOPIC_ARN}
 
 
-@pytest.mark.usefixtures("fresh_bridge_settings")
-def test_get_bridge_settings_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_settings_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SNS_ALLOWED_TOPIC_ARNS", raising=False)
     with pytest.raises(SettingsError, match="SNS_ALLOWED_TOPIC_ARNS: is required but not set"):
-        get_bridge_settings()
+        load_settings(BridgeSettings)

@@ -5,23 +5,48 @@ from datetime import timedelta
 import pytest
 
 from jupiter_data.resources import load_resources
-from jupiter_data.settings import LOADER_SETTING_NAMES, LoaderSettings, SettingsError, get_loader_settings
+from jupiter_data.services.loader import LoaderSettings
+from jupiter_data.settings import SettingsError, load_settings
 from tests.support import RecordingEnv
 
+# functions-framework's THREADS: Terraform and the local stack set it to function.json's concurrency.
+THREADS = {"THREADS": "16"}
 
-def test_defaults() -> None:
-    settings = LoaderSettings.from_env({})
+
+def test_defaults_and_a_batch_of_threads_rows() -> None:
+    settings = LoaderSettings.from_env(THREADS)
     assert settings == LoaderSettings(
         max_retry_age=timedelta(minutes=90),
-        batch_max_rows=500,
+        threads=16,
+        batch_max_rows=None,
         batch_max_wait_ms=50,
         function_version="local",
     )
+    # A batch fills from the requests one instance serves together: THREADS of them.
+    assert settings.rows_per_batch == 16
+
+
+def test_rows_per_batch_can_be_set_apart_from_threads() -> None:
+    assert LoaderSettings.from_env({**THREADS, "LOADER_BATCH_MAX_ROWS": "500"}).rows_per_batch == 500
+    assert LoaderSettings.from_env({"LOADER_BATCH_MAX_ROWS": "7"}).rows_per_batch == 7
+
+
+def test_without_threads_or_a_batch_size_it_refuses_to_start() -> None:
+    with pytest.raises(SettingsError) as err:
+        LoaderSettings.from_env({})
+    assert err.value.problems == {"LOADER_BATCH_MAX_ROWS": "is required when THREADS is not set"}
+
+
+@pytest.mark.parametrize("raw", ["0", "1001", "four", "-1"])
+def test_an_invalid_thread_count_is_named(raw: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        LoaderSettings.from_env({"THREADS": raw})
+    assert set(err.value.problems) == {"THREADS"}
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
-    blank = dict.fromkeys(LOADER_SETTING_NAMES, "  ")
-    assert LoaderSettings.from_env(blank) == LoaderSettings.from_env({})
+    blank = {**dict.fromkeys(LoaderSettings.names(), "  "), **THREADS}
+    assert LoaderSettings.from_env(blank) == LoaderSettings.from_env(THREADS)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +60,7 @@ def test_blank_values_fall_back_to_the_defaults() -> None:
     ],
 )
 def test_max_retry_age_accepts_seconds_or_a_unit(raw: str, expected: timedelta) -> None:
-    assert LoaderSettings.from_env({"LOADER_MAX_RETRY_AGE": raw}).max_retry_age == expected
+    assert LoaderSettings.from_env({**THREADS, "LOADER_MAX_RETRY_AGE": raw}).max_retry_age == expected
 
 
 def test_valid_overrides() -> None:
@@ -47,9 +72,15 @@ def test_valid_overrides() -> None:
             "K_REVISION": "pubsub-to-bigquery-00042-xyz",
         }
     )
-    assert settings == LoaderSettings(timedelta(hours=1), 10_000, 0, "pubsub-to-bigquery-00042-xyz")
+    assert settings == LoaderSettings(
+        max_retry_age=timedelta(hours=1),
+        threads=None,
+        batch_max_rows=10_000,
+        batch_max_wait_ms=0,
+        function_version="pubsub-to-bigquery-00042-xyz",
+    )
     assert LoaderSettings.from_env({"LOADER_BATCH_MAX_ROWS": "1"}).batch_max_rows == 1
-    assert LoaderSettings.from_env({"LOADER_BATCH_MAX_WAIT_MS": "1000"}).batch_max_wait_ms == 1000
+    assert LoaderSettings.from_env({**THREADS, "LOADER_BATCH_MAX_WAIT_MS": "1000"}).batch_max_wait_ms == 1000
 
 
 @pytest.mark.parametrize(
@@ -98,24 +129,20 @@ def test_an_absurdly_long_retry_age_is_named_not_an_overflow() -> None:
     assert set(err.value.problems) == {"LOADER_MAX_RETRY_AGE"}
 
 
-@pytest.mark.parametrize("values", [{}, {"LOADER_BATCH_MAX_ROWS": "7", "K_REVISION": "rev-1"}])
+@pytest.mark.parametrize("values", [THREADS, {"LOADER_BATCH_MAX_ROWS": "7", "K_REVISION": "rev-1"}])
 def test_loader_setting_names_lists_exactly_what_from_env_reads(values: dict[str, str]) -> None:
     env = RecordingEnv(values)
     LoaderSettings.from_env(env)
-    assert sorted(set(env.read)) == sorted(LOADER_SETTING_NAMES)
-    assert len(LOADER_SETTING_NAMES) == len(set(LOADER_SETTING_NAMES))
+    assert sorted(set(env.read)) == sorted(LoaderSettings.names())
+    assert len(LoaderSettings.names()) == len(set(LoaderSettings.names()))
 
 
-def test_get_loader_settings_reads_the_process_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    get_loader_settings.cache_clear()
-    try:
-        monkeypatch.setenv("LOADER_BATCH_MAX_ROWS", "42")
-        first = get_loader_settings()
-        monkeypatch.setenv("LOADER_BATCH_MAX_ROWS", "43")
-        assert get_loader_settings() is first
-        assert first.batch_max_rows == 42
-    finally:
-        get_loader_settings.cache_clear()
+def test_load_settings_reads_the_loader_settings_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOADER_BATCH_MAX_ROWS", "42")
+    first = load_settings(LoaderSettings)
+    monkeypatch.setenv("LOADER_BATCH_MAX_ROWS", "43")
+    assert load_settings(LoaderSettings) is first
+    assert first.batch_max_rows == 42
 
 
 # Pub/Sub's own bounds for a subscription (the API refuses anything else).
@@ -145,7 +172,7 @@ def test_the_default_max_retry_age_is_reached_before_pubsub_gives_up_on_a_failin
     assert retry["maximum_backoff_seconds"] in PUBSUB_BACKOFF_SECONDS
     assert retry["ack_deadline_seconds"] in PUBSUB_ACK_DEADLINE_SECONDS
     assert min_backoff <= max_backoff
-    max_retry_age = LoaderSettings.from_env({}).max_retry_age
+    max_retry_age = LoaderSettings.from_env(THREADS).max_retry_age
 
     earliest_last_attempt = (attempts - 1) * min_backoff
     assert max_retry_age + CLOCK_SKEW < earliest_last_attempt, (

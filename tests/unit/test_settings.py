@@ -9,20 +9,10 @@ import functions_framework
 import pytest
 
 from jupiter_data.local.stack import LocalStack, StackPorts
-from jupiter_data.settings import (
-    DATA_API_SETTING_NAMES,
-    ENVIRONMENTS,
-    SETTING_NAMES,
-    AmplitudeSettings,
-    BridgeSettings,
-    Settings,
-    SettingsError,
-    get_amplitude_settings,
-    get_bridge_settings,
-    get_data_api_settings,
-    get_loader_settings,
-    get_settings,
-)
+from jupiter_data.resources import load_functions
+from jupiter_data.services.amplitude_sync import AmplitudeSettings
+from jupiter_data.services.bridge import BridgeSettings
+from jupiter_data.settings import ENVIRONMENTS, Settings, SettingsError, clear_settings_cache, load_settings
 from tests.conftest import REPO_ROOT
 from tests.support import RecordingEnv
 
@@ -81,15 +71,17 @@ def test_deployed_environments_refuse_emulator_hosts() -> None:
 def test_setting_names_lists_exactly_what_from_env_reads() -> None:
     env = RecordingEnv(dict(VALID))
     Settings.from_env(env)
-    assert sorted(set(env.read)) == sorted(SETTING_NAMES)
+    assert sorted(set(env.read)) == sorted(Settings.names())
 
 
-def test_get_settings_reads_the_process_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_settings_reads_the_process_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "first-project")
-    first = get_settings()
+    first = load_settings(Settings)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "second-project")
-    assert get_settings() is first
+    assert load_settings(Settings) is first
     assert first.project == "first-project"
+    clear_settings_cache()  # a new instance reads it again
+    assert load_settings(Settings).project == "second-project"
 
 
 # ------------------------------------------------------------------------ fail closed on Cloud Run
@@ -132,7 +124,7 @@ def test_local_only_switches_are_refused_on_cloud_run_without_an_environment_nam
 @pytest.fixture
 def cold_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """A Cloud Run instance's environment without JUPITER_ENV; what a cold start changes is put back."""
-    for name in (*SETTING_NAMES, *DATA_API_SETTING_NAMES):
+    for name in {*Settings.names(), *(n for f in load_functions() for n in f.settings_class().names())}:
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "keys").write_text(KEY_LINE)
     for name, value in {
@@ -140,6 +132,7 @@ def cold_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pyte
         **BRIDGE,
         **AMPLITUDE,
         "FETCH_API_KEYS_FILE": str(tmp_path / "keys"),
+        "THREADS": "8",  # the function module sets it on every function
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(sys, "path", list(sys.path))  # create_app appends the function's folder
@@ -148,8 +141,7 @@ def cold_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pyte
     handlers, level = list(root.handlers), root.level
     yield monkeypatch
     root.handlers, root.level = handlers, level
-    for getter in (get_bridge_settings, get_loader_settings, get_amplitude_settings, get_data_api_settings):
-        getter.cache_clear()  # read by a successful cold start from this test's environment
+    clear_settings_cache()  # read by a successful cold start from this test's environment
 
 
 @pytest.mark.parametrize("function", sorted(path.parent.name for path in FUNCTIONS.glob("*/main.py")))
@@ -162,7 +154,7 @@ def test_every_function_refuses_to_start_on_cloud_run_without_an_environment_nam
         functions_framework.create_app(target=function, source=str(source), signature_type=signature)
     assert "JUPITER_ENV" in err.value.problems
     cold_start.setenv("JUPITER_ENV", "staging")  # the same instance with it set starts
-    get_settings.cache_clear()
+    clear_settings_cache()
     cold_start.delitem(sys.modules, "main", raising=False)
     assert functions_framework.create_app(target=function, source=str(source), signature_type=signature)
 
