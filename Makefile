@@ -58,7 +58,7 @@ build: install  ## one reproducible archive per function under dist/
 	$(PY) -m jupiter_data build
 
 bench: install  ## run every benchmark, write bench/RESULTS.md (figures beside same-run baselines)
-	@benches="pubsub_emulator stack_startup bridge loader amplitude_transform fetch_api"; \
+	@benches="pubsub_emulator stack_startup cold_start bridge loader amplitude_transform fetch_api"; \
 	export BENCH_RESULTS=.local/bench-results.jsonl; \
 	mkdir -p .local && rm -f "$$BENCH_RESULTS"; \
 	failed=""; \

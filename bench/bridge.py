@@ -8,7 +8,7 @@ target) and every wait is bounded but generous, so a slower machine yields MISSE
     a pull subscription that retains every message) and a tiny HTTP server playing the SNS
     certificate host (``SNS_CERT_BASE_URL``), serving the test signer's certificate;
   * subprocesses, same server configuration: ``functions-framework --target sns_to_pubsub`` (gunicorn,
-    THREADS as deployed, the bridge's concurrency in resources.json, unless WORKERS/THREADS are set in
+    THREADS as deployed, the bridge's concurrency in its function.json, unless WORKERS/THREADS are set in
     the environment; the same for both) and a
     trivial functions-framework HTTP function (``bench/trivial_function``) as the baseline;
   * N notifications signed before timing (fresh timestamps, SignatureVersion 2), sent with SNS's
@@ -53,7 +53,7 @@ from support import BenchError, exit_status  # bench/support.py
 
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
-from jupiter_data.resources import load_resources
+from jupiter_data.resources import load_functions
 
 sys.path.insert(0, str(REPO_ROOT))  # tests/ is not an installed package
 from tests.sns_signing import CERT_URL, TOPIC_ARN, Signer
@@ -533,8 +533,8 @@ def run() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s")
     parser.add_argument("--duration", type=float, default=10.0, help="open-loop seconds")
     args = parser.parse_args()
-    # As deployed: THREADS = the bridge's concurrency in resources.json (Terraform sets both).
-    concurrency = next(f.concurrency for f in load_resources().functions if f.name == "sns_to_pubsub")
+    # As deployed: THREADS = the bridge's concurrency in its function.json (Terraform sets both).
+    concurrency = next(f.concurrency for f in load_functions() if f.name == "sns_to_pubsub")
     os.environ.setdefault("THREADS", str(concurrency))
 
     print(machine())

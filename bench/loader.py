@@ -8,8 +8,8 @@ took (``DRAIN_SECONDS`` + ``DRAIN_FACTOR`` x its elapsed time), so a slower mach
 never a crash:
   * the local stack's emulators (``LocalStack``, free ports, a temporary state directory; bqemulator
     with the tables and the view provisioned from resources.json), stopped in ``finally``;
-  * a real ``Loader`` (settings as deployed: ``LOADER_BATCH_MAX_ROWS`` = the instance's concurrency, which
-    Terraform derives from resources.json, and the default 50 ms) on the real
+  * a real ``Loader`` (settings as deployed: ``THREADS`` = the instance's concurrency, which Terraform
+    takes from its function.json, so a batch holds as many rows, and the default 50 ms) on the real
     ``BigQueryWarehouse`` and google-cloud-bigquery client; the warehouse is wrapped only to time each
     insert request. Each message is a push envelope with one event and a unique ``sns_message_id``,
     decoded with ``PubSubMessage.from_push`` and handled as ``functions/pubsub_to_bigquery`` does;
@@ -69,8 +69,7 @@ from jupiter_data.local.stack import SNS_TOPIC_ARN
 from jupiter_data.logs import configure_logging
 from jupiter_data.ports import Row, SystemClock
 from jupiter_data.services.batcher import InsertBatcher
-from jupiter_data.services.loader import Loader
-from jupiter_data.settings import LoaderSettings
+from jupiter_data.services.loader import Loader, LoaderSettings
 
 WARMUP = 40
 CLOSED_LOOP_CAP = 20.0  # a closed-loop phase stops starting messages after this long (reported)
@@ -573,11 +572,12 @@ def run() -> int:
     configure_logging("WARNING")
     pool_full = _count_discarded_connections()
     # As deployed: a batch holds at most the requests one instance serves at once.
-    settings = LoaderSettings.from_env({"LOADER_BATCH_MAX_ROWS": str(args.concurrency)})
+    settings = LoaderSettings.from_env({"THREADS": str(args.concurrency)})
     print(machine())
     print(
-        f"loader: LoaderSettings as deployed (batch_max_rows={settings.batch_max_rows} = the concurrency, "
-        f"batch_max_wait_ms={settings.batch_max_wait_ms}), LOG_LEVEL=WARNING; baseline: the same Loader "
+        f"loader: LoaderSettings as deployed (THREADS={settings.threads}: batches of "
+        f"{settings.rows_per_batch} rows, batch_max_wait_ms={settings.batch_max_wait_ms}), "
+        "LOG_LEVEL=WARNING; baseline: the same Loader "
         f"with InsertBatcher(max_rows=1), one insert per message; run id {run_id}"
     )
     print(
@@ -603,7 +603,7 @@ def run() -> int:
         clock = SystemClock()
         wait = settings.batch_max_wait_ms / 1000
         batchers = {
-            "batched": (settings, InsertBatcher(warehouse, settings.batch_max_rows, wait)),
+            "batched": (settings, InsertBatcher(warehouse, settings.rows_per_batch, wait)),
             "baseline": (settings, InsertBatcher(warehouse, max_rows=1, max_wait=wait)),
         }
         loaders = {kind: (Loader(s, warehouse, clock, b), b) for kind, (s, b) in batchers.items()}
