@@ -10,9 +10,10 @@ import gzip
 import hashlib
 import io
 import json
+import threading
 import zipfile
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,13 +23,46 @@ from jupiter_data.ports import Download, ExportTooLarge, ObjectStore, Preconditi
 
 
 class FakeWarehouse:
-    def __init__(self) -> None:
+    """Streaming inserts in memory, thread-safe as the client is (the loader's batcher calls it from
+    concurrent requests), recording every call as (table, row ids).
+
+    Scripted for the failure paths: ``fail_next(table, *errors)`` makes that table's next calls raise
+    those errors in turn (``None`` lets a call through); a call holding a row ``reject`` matches raises
+    ``ValueError`` naming the rows and inserts none, as BigQuery's insertAll without skipInvalidRows.
+    """
+
+    def __init__(self, reject: Callable[[Row], bool] = lambda row: False) -> None:
+        self._lock = threading.Lock()
+        self._reject = reject
+        self._failures: dict[str, deque[BaseException | None]] = defaultdict(deque)
         self.tables: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def fail_next(self, table: str, *errors: BaseException | None) -> None:
+        with self._lock:
+            self._failures[table].extend(errors)
 
     def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
         if len(rows) != len(row_ids):
             raise ValueError("rows and row_ids differ in length")
-        self.tables[table].extend((row_id, dict(row)) for row_id, row in zip(row_ids, rows, strict=True))
+        with self._lock:
+            self.calls.append((table, list(row_ids)))
+            pending = self._failures[table]
+            failure = pending.popleft() if pending else None
+        if failure is not None:
+            raise failure
+        if rejected := [row_id for row_id, row in zip(row_ids, rows, strict=True) if self._reject(row)]:
+            raise ValueError(f"{len(rejected)} row(s) rejected by {table}: {rejected[:3]}")
+        with self._lock:
+            self.tables[table].extend((row_id, dict(row)) for row_id, row in zip(row_ids, rows, strict=True))
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [row for _, row in self.tables[table]]
+
+    def row_ids(self, table: str) -> list[str]:
+        with self._lock:
+            return [row_id for row_id, _ in self.tables[table]]
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         raise NotImplementedError("FakeWarehouse does not run SQL; assert on .tables instead")
