@@ -8,7 +8,7 @@ which ``JOIN_TIMEOUT`` turns into a failure), and ``max_wait`` expiring is playe
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 
 from jupiter_data.ports import Row, TransientError
 from jupiter_data.services.batcher import InsertBatcher
+from tests.fakes import FakeWarehouse
 
 TABLE = "ops.all_user_events"
 OTHER_TABLE = "ops.all_user_events_dead_letter"
@@ -24,52 +25,24 @@ JOIN_TIMEOUT = 10.0  # only a guard against a hang, never a measure of speed
 NEVER = 3600.0  # a max_wait no test reaches: a batch must close by max_rows
 
 
-class ScriptedWarehouse:
-    """A thread-safe Warehouse that records every call and fails on cue.
+def rejecting(*user_ids: str) -> FakeWarehouse:
+    """A warehouse that refuses any call holding a row of these users, as BigQuery refuses bad rows."""
+    return FakeWarehouse(reject=lambda row: row.get("user_id") in user_ids)
 
-    ``failures`` are raised by the next calls, one each (``None`` lets a call through). A call holding a
-    row whose ``user_id`` is in ``reject_user_ids`` raises ValueError and inserts nothing, like a
-    BigQuery insertAll without skipInvalidRows. ``gate``, when set, blocks the first call until released.
-    """
 
-    def __init__(
-        self,
-        failures: Sequence[BaseException | None] = (),
-        reject_user_ids: Sequence[str] = (),
-        gate: threading.Event | None = None,
-    ) -> None:
-        self._lock = threading.Lock()
-        self._failures: deque[BaseException | None] = deque(failures)
-        self._reject = set(reject_user_ids)
-        self._gate = gate
-        self.tables: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-        self.calls: list[tuple[str, list[str]]] = []
+class GatedWarehouse(FakeWarehouse):
+    """Holds its first insert until ``gate`` is set: an insert still in flight."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
         self.first_call_started = threading.Event()
 
     def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
-        assert len(rows) == len(row_ids)
-        with self._lock:
-            self.calls.append((table, list(row_ids)))
-            first = len(self.calls) == 1
-            failure = self._failures.popleft() if self._failures else None
-        if first:
+        if not self.first_call_started.is_set():
             self.first_call_started.set()
-            if self._gate is not None:
-                assert self._gate.wait(JOIN_TIMEOUT)
-        if failure is not None:
-            raise failure
-        bad = [rid for rid, row in zip(row_ids, rows, strict=True) if row.get("user_id") in self._reject]
-        if bad:
-            raise ValueError(f"BigQuery rejected {len(bad)} row(s): {', '.join(bad)}: invalid value")
-        with self._lock:
-            self.tables[table].extend((rid, dict(row)) for rid, row in zip(row_ids, rows, strict=True))
-
-    def row_ids(self, table: str = TABLE) -> list[str]:
-        with self._lock:
-            return [rid for rid, _ in self.tables[table]]
-
-    def query(self, sql: str, params: Any = None) -> Any:
-        raise NotImplementedError
+            assert self.gate.wait(JOIN_TIMEOUT)
+        super().insert_rows(table, rows, row_ids)
 
 
 def rows_for(caller: int, count: int = 1, user_id: str | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -88,7 +61,7 @@ class Result:
 
 def run_callers(
     batcher: InsertBatcher,
-    warehouse: ScriptedWarehouse,
+    warehouse: FakeWarehouse,
     submissions: list[list[tuple[str, dict[str, Any]]]],
     table_of: Callable[[int], str] = lambda _: TABLE,
 ) -> list[Result]:
@@ -137,7 +110,7 @@ def insert_in_thread(batcher: InsertBatcher, rows: list[tuple[str, dict[str, Any
 
 
 def test_concurrent_callers_share_one_insert_call_and_every_row_lands_exactly_once() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     submissions = [rows_for(caller, count=2) for caller in range(50)]
     batcher = InsertBatcher(warehouse, max_rows=100, max_wait=NEVER)  # closes when all 50 are in
 
@@ -146,32 +119,32 @@ def test_concurrent_callers_share_one_insert_call_and_every_row_lands_exactly_on
     assert all(r.returned and r.error is None for r in results)
     assert all(r.rows_present_on_return for r in results), "a caller returned before its rows were stored"
     expected = [rid for rows in submissions for rid, _ in rows]
-    assert sorted(warehouse.row_ids()) == sorted(expected)
-    assert Counter(warehouse.row_ids()).most_common(1)[0][1] == 1
+    assert sorted(warehouse.row_ids(TABLE)) == sorted(expected)
+    assert Counter(warehouse.row_ids(TABLE)).most_common(1)[0][1] == 1
     assert len(warehouse.calls) == 1
     assert batcher.insert_calls == 1
 
 
 def test_rows_and_their_insert_ids_reach_the_warehouse_together() -> None:
-    warehouse = ScriptedWarehouse()
-    InsertBatcher(warehouse, max_wait=0).insert(TABLE, rows_for(1, count=3))
+    warehouse = FakeWarehouse()
+    InsertBatcher(warehouse, max_rows=500, max_wait=0).insert(TABLE, rows_for(1, count=3))
     assert warehouse.tables[TABLE] == [(rid, row) for rid, row in rows_for(1, count=3)]
     assert all(rid == row["event_id"] for rid, row in warehouse.tables[TABLE])
 
 
 def test_max_rows_closes_a_batch_and_later_callers_start_a_new_one() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     batcher = InsertBatcher(warehouse, max_rows=3, max_wait=NEVER)
 
     results = run_callers(batcher, warehouse, [rows_for(caller) for caller in range(9)])
 
     assert all(r.returned and r.rows_present_on_return for r in results)
     assert [len(ids) for _, ids in warehouse.calls] == [3, 3, 3]
-    assert sorted(warehouse.row_ids()) == sorted(f"msg-{c}:0" for c in range(9))
+    assert sorted(warehouse.row_ids(TABLE)) == sorted(f"msg-{c}:0" for c in range(9))
 
 
 def test_one_caller_with_more_rows_than_max_rows_is_inserted_at_once_without_waiting() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     wait = ExpiringWait()
     batcher = InsertBatcher(warehouse, max_rows=5, max_wait=NEVER, wait=wait)
     insert_in_thread(batcher, rows_for(1, count=12))
@@ -180,16 +153,16 @@ def test_one_caller_with_more_rows_than_max_rows_is_inserted_at_once_without_wai
 
 
 def test_a_lone_caller_waits_max_wait_once_and_then_inserts_its_rows() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     wait = ExpiringWait()
     batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05, wait=wait)
     batcher.insert(TABLE, rows_for(1))
     assert wait.timeouts == [0.05]
-    assert warehouse.row_ids() == ["msg-1:0"]
+    assert warehouse.row_ids(TABLE) == ["msg-1:0"]
 
 
 def test_after_max_wait_expires_later_callers_start_a_new_batch() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     wait = ExpiringWait()
     batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05, wait=wait)
     batcher.insert(TABLE, rows_for(1))
@@ -199,9 +172,9 @@ def test_after_max_wait_expires_later_callers_start_a_new_batch() -> None:
 
 
 def test_empty_rows_make_no_call_and_do_not_wait() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     wait = ExpiringWait()
-    batcher = InsertBatcher(warehouse, max_wait=NEVER, wait=wait)
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=NEVER, wait=wait)
     insert_in_thread(batcher, [])
     assert wait.timeouts == []
     assert warehouse.calls == []
@@ -209,7 +182,7 @@ def test_empty_rows_make_no_call_and_do_not_wait() -> None:
 
 
 def test_tables_are_batched_separately() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = FakeWarehouse()
     batcher = InsertBatcher(warehouse, max_rows=2, max_wait=NEVER)
     results = run_callers(
         batcher,
@@ -225,7 +198,7 @@ def test_tables_are_batched_separately() -> None:
 
 def test_a_slow_insert_does_not_hold_back_the_next_batch() -> None:
     gate = threading.Event()
-    warehouse = ScriptedWarehouse(gate=gate)
+    warehouse = GatedWarehouse(gate)
     batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0.05, wait=ExpiringWait())
     first_done = threading.Event()
 
@@ -238,20 +211,21 @@ def test_a_slow_insert_does_not_hold_back_the_next_batch() -> None:
     try:
         assert warehouse.first_call_started.wait(JOIN_TIMEOUT)
         batcher.insert(TABLE, rows_for(2))  # its own batch, while the first insert is still in flight
-        assert warehouse.row_ids() == ["msg-2:0"]
+        assert warehouse.row_ids(TABLE) == ["msg-2:0"]
         assert not first_done.is_set()
     finally:
         gate.set()
         thread.join(JOIN_TIMEOUT)
     assert first_done.is_set()
-    assert sorted(warehouse.row_ids()) == ["msg-1:0", "msg-2:0"]
+    assert sorted(warehouse.row_ids(TABLE)) == ["msg-1:0", "msg-2:0"]
 
 
 # --- failures -----------------------------------------------------------------------------------------
 
 
 def test_a_transient_error_fails_every_caller_of_the_batch_and_the_batcher_recovers() -> None:
-    warehouse = ScriptedWarehouse(failures=[TransientError("503 backendError")])
+    warehouse = FakeWarehouse()
+    warehouse.fail_next(TABLE, TransientError("503 backendError"))
     batcher = InsertBatcher(warehouse, max_rows=8, max_wait=NEVER)
     submissions = [rows_for(c) for c in range(8)]
 
@@ -259,16 +233,16 @@ def test_a_transient_error_fails_every_caller_of_the_batch_and_the_batcher_recov
 
     assert len(warehouse.calls) == 1
     assert all(isinstance(r.error, TransientError) and not r.returned for r in results)
-    assert warehouse.row_ids() == []
+    assert warehouse.row_ids(TABLE) == []
 
     # Pub/Sub redelivers every message: the retry goes through.
     again = run_callers(batcher, warehouse, submissions)
     assert all(r.returned and r.rows_present_on_return for r in again)
-    assert sorted(warehouse.row_ids()) == sorted(f"msg-{c}:0" for c in range(8))
+    assert sorted(warehouse.row_ids(TABLE)) == sorted(f"msg-{c}:0" for c in range(8))
 
 
 def test_one_callers_rejected_row_fails_only_that_caller() -> None:
-    warehouse = ScriptedWarehouse(reject_user_ids=["poison"])
+    warehouse = rejecting("poison")
     batcher = InsertBatcher(warehouse, max_rows=12, max_wait=NEVER)
     submissions = [rows_for(c, count=2, user_id="poison" if c == 3 else None) for c in range(6)]
 
@@ -279,26 +253,25 @@ def test_one_callers_rejected_row_fails_only_that_caller() -> None:
     good = [r for i, r in enumerate(results) if i != 3]
     assert all(r.returned and r.error is None and r.rows_present_on_return for r in good)
     expected = sorted(rid for c in range(6) if c != 3 for rid, _ in submissions[c])
-    assert sorted(warehouse.row_ids()) == expected  # each good row exactly once, no poison row
+    assert sorted(warehouse.row_ids(TABLE)) == expected  # each good row exactly once, no poison row
     # One batch insert, then each caller's rows on their own.
     assert len(warehouse.calls) == 1 + 6
     assert batcher.insert_calls == 7
 
 
 def test_a_lone_callers_rejected_row_is_not_retried() -> None:
-    warehouse = ScriptedWarehouse(reject_user_ids=["poison"])
-    batcher = InsertBatcher(warehouse, max_wait=0)
+    warehouse = rejecting("poison")
+    batcher = InsertBatcher(warehouse, max_rows=500, max_wait=0)
     with pytest.raises(ValueError, match="rejected"):
         batcher.insert(TABLE, rows_for(1, user_id="poison"))
     assert len(warehouse.calls) == 1
-    assert warehouse.row_ids() == []
+    assert warehouse.row_ids(TABLE) == []
 
 
 def test_when_one_caller_is_rejected_a_transient_error_on_anothers_retry_reaches_that_caller() -> None:
     # Call 1 (the batch) is rejected because of caller 0; of the per-caller retries, the second fails.
-    warehouse = ScriptedWarehouse(
-        failures=[None, None, TransientError("timeout"), None], reject_user_ids=["poison"]
-    )
+    warehouse = rejecting("poison")
+    warehouse.fail_next(TABLE, None, None, TransientError("timeout"), None)
     batcher = InsertBatcher(warehouse, max_rows=3, max_wait=NEVER)
     submissions = [rows_for(0, user_id="poison"), rows_for(1), rows_for(2)]
 
@@ -313,18 +286,19 @@ def test_when_one_caller_is_rejected_a_transient_error_on_anothers_retry_reaches
             assert isinstance(result.error, ValueError)
         else:
             assert result.returned and result.rows_present_on_return
-    assert sorted(warehouse.row_ids()) == sorted({"msg-1:0", "msg-2:0"} - {unlucky_id})
+    assert sorted(warehouse.row_ids(TABLE)) == sorted({"msg-1:0", "msg-2:0"} - {unlucky_id})
 
 
 @pytest.mark.parametrize("error", [TypeError("unexpected"), RuntimeError("boom"), KeyError("row")])
 def test_an_unexpected_error_fails_every_caller_instead_of_silently_succeeding(error: Exception) -> None:
-    warehouse = ScriptedWarehouse(failures=[error])
+    warehouse = FakeWarehouse()
+    warehouse.fail_next(TABLE, error)
     batcher = InsertBatcher(warehouse, max_rows=5, max_wait=NEVER)
 
     results = run_callers(batcher, warehouse, [rows_for(c) for c in range(5)])
 
     assert all(r.error is error and not r.returned for r in results)
-    assert warehouse.row_ids() == []
+    assert warehouse.row_ids(TABLE) == []
 
 
 class Abort(BaseException):
@@ -332,10 +306,11 @@ class Abort(BaseException):
 
 
 def test_a_base_exception_in_the_leader_never_lets_followers_return_as_stored() -> None:
-    warehouse = ScriptedWarehouse(failures=[Abort()])
+    warehouse = FakeWarehouse()
+    warehouse.fail_next(TABLE, Abort())
     batcher = InsertBatcher(warehouse, max_rows=4, max_wait=NEVER)
 
     results = run_callers(batcher, warehouse, [rows_for(c) for c in range(4)])
 
-    assert warehouse.row_ids() == []
+    assert warehouse.row_ids(TABLE) == []
     assert [r for r in results if r.returned] == [], "a caller was told its unstored rows were stored"

@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 import threading
-from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,11 +19,10 @@ import pytest
 
 from jupiter_data.domain.events import DEAD_LETTER_TABLE, EVENTS_TABLE, PubSubMessage
 from jupiter_data.logs import JsonFormatter
-from jupiter_data.ports import Row, TransientError
+from jupiter_data.ports import TransientError
 from jupiter_data.services.batcher import InsertBatcher
-from jupiter_data.services.loader import Loader, Outcome
-from jupiter_data.settings import LoaderSettings
-from tests.fakes import FakeClock
+from jupiter_data.services.loader import Loader, LoaderSettings, Outcome
+from tests.fakes import FakeClock, FakeWarehouse
 from tests.support import all_log_text
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -33,45 +31,28 @@ TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:user-events"
 VERSION = "pubsub-to-bigquery-00042-xyz"
 SECRET = "card-4111111111111111-do-not-log"
 SETTINGS = LoaderSettings(
-    max_retry_age=timedelta(hours=24), batch_max_rows=500, batch_max_wait_ms=0, function_version=VERSION
+    max_retry_age=timedelta(hours=24),
+    threads=None,
+    batch_max_rows=500,
+    batch_max_wait_ms=0,
+    function_version=VERSION,
 )
 
 
-class ScriptedWarehouse:
-    """A thread-safe Warehouse: per-table scripted failures, and BigQuery-style row rejection.
+def scripted(
+    failures: Mapping[str, Sequence[BaseException]] | None = None, reject_user_ids: Sequence[str] = ()
+) -> FakeWarehouse:
+    """A warehouse whose tables' next calls raise ``failures[table]`` in turn, and that refuses a call
+    holding a row of ``reject_user_ids`` as BigQuery refuses bad rows."""
+    warehouse = FakeWarehouse(reject=lambda row: row.get("user_id") in reject_user_ids)
+    for table, errors in (failures or {}).items():
+        warehouse.fail_next(table, *errors)
+    return warehouse
 
-    ``failures[table]`` are raised by that table's next calls, one each. A call holding a row whose
-    ``user_id`` is in ``reject_user_ids`` raises ValueError and inserts nothing.
-    """
 
-    def __init__(
-        self,
-        failures: Mapping[str, Sequence[BaseException]] | None = None,
-        reject_user_ids: Sequence[str] = (),
-    ) -> None:
-        self._lock = threading.Lock()
-        self._failures = {table: deque(errors) for table, errors in (failures or {}).items()}
-        self._reject = set(reject_user_ids)
-        self.tables: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-        self.calls: list[tuple[str, int]] = []
-
-    def insert_rows(self, table: str, rows: Sequence[Row], row_ids: Sequence[str]) -> None:
-        assert len(rows) == len(row_ids)
-        with self._lock:
-            self.calls.append((table, len(rows)))
-            pending = self._failures.get(table)
-            if pending:
-                raise pending.popleft()
-            if any(row.get("user_id") in self._reject for row in rows):
-                raise ValueError(f"insertAll: {len(rows)} row(s) not inserted: invalid value for user_id")
-            self.tables[table].extend((rid, dict(row)) for rid, row in zip(row_ids, rows, strict=True))
-
-    def rows(self, table: str) -> list[dict[str, Any]]:
-        with self._lock:
-            return [row for _, row in self.tables[table]]
-
-    def query(self, sql: str, params: Any = None) -> Any:
-        raise NotImplementedError
+def sizes(warehouse: FakeWarehouse) -> list[tuple[str, int]]:
+    """Each insert call's table and number of rows."""
+    return [(table, len(ids)) for table, ids in warehouse.calls]
 
 
 def event(**overrides: Any) -> dict[str, Any]:
@@ -97,12 +78,12 @@ def message(
 
 
 def make_loader(
-    warehouse: ScriptedWarehouse, clock: FakeClock | None = None, settings: LoaderSettings = SETTINGS
+    warehouse: FakeWarehouse, clock: FakeClock | None = None, settings: LoaderSettings = SETTINGS
 ) -> Loader:
     return Loader(settings, warehouse, clock or FakeClock(NOW))
 
 
-def the_dead_letter(warehouse: ScriptedWarehouse) -> dict[str, Any]:
+def the_dead_letter(warehouse: FakeWarehouse) -> dict[str, Any]:
     [row] = warehouse.rows(DEAD_LETTER_TABLE)
     return row
 
@@ -111,7 +92,7 @@ def the_dead_letter(warehouse: ScriptedWarehouse) -> dict[str, Any]:
 
 
 def test_a_valid_message_loads_its_events_and_nothing_is_dead_lettered() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     msg = message([event(), event(eventType="logout", context={"ip": "10.0.0.1"}, hash="h")])
 
     outcome = make_loader(warehouse).handle(msg)
@@ -124,11 +105,11 @@ def test_a_valid_message_loads_its_events_and_nothing_is_dead_lettered() -> None
     assert json.loads(rows[1]["raw_event"])["hash"] == "h"
     assert all(datetime.fromisoformat(r["loaded_at"]) == NOW for r in rows)
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
-    assert warehouse.calls == [(EVENTS_TABLE, 2)]
+    assert sizes(warehouse) == [(EVENTS_TABLE, 2)]
 
 
 def test_a_redelivered_message_is_inserted_under_the_same_insert_ids() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     loader = make_loader(warehouse)
     loader.handle(message([event(), event()], message_id="1"))
     loader.handle(message([event(), event()], message_id="2"))  # SNS redelivery: new Pub/Sub message
@@ -137,17 +118,17 @@ def test_a_redelivered_message_is_inserted_under_the_same_insert_ids() -> None:
 
 
 def test_the_default_batcher_follows_the_settings() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     settings = LoaderSettings(
-        timedelta(hours=24), batch_max_rows=2, batch_max_wait_ms=1000, function_version="v"
+        timedelta(hours=24), threads=2, batch_max_rows=None, batch_max_wait_ms=1000, function_version="v"
     )
     loader = make_loader(warehouse, settings=settings)
-    assert (loader.batcher.max_rows, loader.batcher.max_wait) == (2, 1.0)
+    assert (loader.batcher.max_rows, loader.batcher.max_wait) == (2, 1.0)  # THREADS rows
     assert loader.handle(message([event(), event()])) == Outcome("loaded", rows=2)
 
 
 def test_concurrent_messages_share_one_insert_and_a_rejected_one_is_dead_lettered_alone() -> None:
-    warehouse = ScriptedWarehouse(reject_user_ids=["poison"])
+    warehouse = scripted(reject_user_ids=["poison"])
     loader = Loader(
         SETTINGS, warehouse, FakeClock(NOW), InsertBatcher(warehouse, max_rows=10, max_wait=3600.0)
     )
@@ -179,9 +160,9 @@ def test_concurrent_messages_share_one_insert_and_a_rejected_one_is_dead_lettere
     )
     assert the_dead_letter(warehouse)["pubsub_message_id"] == "4"
     # One shared insert, refused; each message's rows again on their own; one dead letter.
-    assert warehouse.calls.count((EVENTS_TABLE, 10)) == 1
-    assert warehouse.calls.count((EVENTS_TABLE, 1)) == 10
-    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 1
+    assert sizes(warehouse).count((EVENTS_TABLE, 10)) == 1
+    assert sizes(warehouse).count((EVENTS_TABLE, 1)) == 10
+    assert sizes(warehouse).count((DEAD_LETTER_TABLE, 1)) == 1
 
 
 # --- dead letters -------------------------------------------------------------------------------------
@@ -202,7 +183,7 @@ def test_concurrent_messages_share_one_insert_and_a_rejected_one_is_dead_lettere
 def test_an_invalid_message_is_dead_lettered_with_its_reason_and_raw_payload(
     data: bytes, error_type: str, reason: str
 ) -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     attributes = {"sns_message_id": SNS_ID, "sns_topic_arn": TOPIC_ARN, "sns_timestamp": "2026-01-01T11:59Z"}
     msg = message(data, message_id="2222", attributes=attributes)
 
@@ -223,19 +204,19 @@ def test_an_invalid_message_is_dead_lettered_with_its_reason_and_raw_payload(
 
 
 def test_a_garbage_push_envelope_is_dead_lettered_not_retried() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     outcome = make_loader(warehouse).handle(PubSubMessage.from_push({"unexpected": "shape"}))
     assert outcome.status == "dead_lettered"
     assert json.loads(base64.b64decode(the_dead_letter(warehouse)["payload"])) == {"unexpected": "shape"}
 
 
 def test_rows_bigquery_refuses_are_dead_lettered_as_rejected_by_bigquery() -> None:
-    warehouse = ScriptedWarehouse(reject_user_ids=["user-1"])
+    warehouse = scripted(reject_user_ids=["user-1"])
     outcome = make_loader(warehouse).handle(message([event(), event(userId="user-2")]))
     assert outcome == Outcome("dead_lettered", error_type="rejected_by_bigquery")
     assert warehouse.rows(EVENTS_TABLE) == []
     row = the_dead_letter(warehouse)
-    assert "invalid value for user_id" in row["error_message"]
+    assert f"rejected by {EVENTS_TABLE}" in row["error_message"]
     assert json.loads(base64.b64decode(row["payload"]))[1]["userId"] == "user-2"
 
 
@@ -246,7 +227,7 @@ def test_a_valid_json_message_that_cannot_be_mapped_to_rows_is_dead_lettered_not
     limit = sys.getrecursionlimit()
     unmappable = []
     for depth in range(limit - 300, limit + 10):
-        warehouse = ScriptedWarehouse()
+        warehouse = scripted()
         nested = "[" * depth + "]" * depth
         data = f'{{"userId":"u","eventType":"e","timestamp":1767268800000,"context":{{"a":{nested}}}}}'
         outcome = make_loader(warehouse).handle(message(data.encode(), message_id=str(depth)))
@@ -269,7 +250,7 @@ def test_a_valid_json_message_that_cannot_be_mapped_to_rows_is_dead_lettered_not
 def test_a_transient_error_is_raised_for_redelivery_and_nothing_is_dead_lettered(
     age: timedelta | None,
 ) -> None:
-    warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TransientError("503 backendError")]})
+    warehouse = scripted(failures={EVENTS_TABLE: [TransientError("503 backendError")]})
     with pytest.raises(TransientError, match="503"):
         make_loader(warehouse).handle(message(age=age))
     assert warehouse.rows(EVENTS_TABLE) == []
@@ -277,7 +258,7 @@ def test_a_transient_error_is_raised_for_redelivery_and_nothing_is_dead_lettered
 
 
 def test_a_redelivery_after_the_warehouse_recovers_loads_the_message() -> None:
-    warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TransientError("timeout")] * 2})
+    warehouse = scripted(failures={EVENTS_TABLE: [TransientError("timeout")] * 2})
     clock = FakeClock(NOW)
     loader = make_loader(warehouse, clock)
     msg = message()
@@ -291,7 +272,7 @@ def test_a_redelivery_after_the_warehouse_recovers_loads_the_message() -> None:
 
 
 def test_a_message_still_failing_after_max_retry_age_is_dead_lettered_as_too_old() -> None:
-    warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TransientError("503 backendError")] * 2})
+    warehouse = scripted(failures={EVENTS_TABLE: [TransientError("503 backendError")] * 2})
     clock = FakeClock(NOW)
     loader = make_loader(warehouse, clock)
     msg = message(age=timedelta(0))  # published now
@@ -311,8 +292,8 @@ def test_a_message_still_failing_after_max_retry_age_is_dead_lettered_as_too_old
 
 
 def test_the_age_cutoff_follows_the_setting() -> None:
-    settings = LoaderSettings(timedelta(minutes=30), 500, 0, VERSION)
-    warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TransientError("quota")] * 2})
+    settings = LoaderSettings(timedelta(minutes=30), None, 500, 0, VERSION)
+    warehouse = scripted(failures={EVENTS_TABLE: [TransientError("quota")] * 2})
     loader = make_loader(warehouse, settings=settings)
     with pytest.raises(TransientError):
         loader.handle(message(age=timedelta(minutes=30)))
@@ -320,14 +301,14 @@ def test_the_age_cutoff_follows_the_setting() -> None:
 
 
 def test_an_old_message_that_loads_is_loaded_not_dead_lettered() -> None:
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     assert make_loader(warehouse).handle(message(age=timedelta(days=6))) == Outcome("loaded", rows=1)
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
 
 
 def failing_case(
     case: str, dead_letter_failures: Sequence[BaseException], data: Any = None
-) -> tuple[ScriptedWarehouse, PubSubMessage, str]:
+) -> tuple[FakeWarehouse, PubSubMessage, str]:
     """A warehouse and a message that dead-letters for reason ``case``, with the dead-letter table's
     next inserts failing as given."""
     failures: dict[str, Sequence[BaseException]] = {DEAD_LETTER_TABLE: dead_letter_failures}
@@ -337,7 +318,7 @@ def failing_case(
     elif case == "too_old":
         failures[EVENTS_TABLE] = [TransientError("503")]
         msg, error_type = message(data, age=timedelta(days=2)), "too_old"
-    warehouse = ScriptedWarehouse(failures=failures, reject_user_ids=["user-1"] if case == "rejected" else ())
+    warehouse = scripted(failures=failures, reject_user_ids=["user-1"] if case == "rejected" else ())
     return warehouse, msg, error_type
 
 
@@ -354,7 +335,7 @@ def test_a_transient_failure_to_store_the_dead_letter_propagates_so_the_message_
     assert raised.value is error
     assert warehouse.rows(EVENTS_TABLE) == []
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
-    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 1
+    assert sizes(warehouse).count((DEAD_LETTER_TABLE, 1)) == 1
 
 
 @pytest.mark.parametrize("case", ["invalid", "too_old", "rejected"])
@@ -372,7 +353,7 @@ def test_a_refused_dead_letter_row_falls_back_to_a_minimal_one_with_ids_reason_a
     outcome = make_loader(warehouse).handle(msg)
 
     assert outcome == Outcome("dead_lettered", error_type=error_type)
-    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 2  # the full row (refused), the minimal one
+    assert sizes(warehouse).count((DEAD_LETTER_TABLE, 1)) == 2  # the full row (refused), the minimal one
     [(insert_id, row)] = warehouse.tables[DEAD_LETTER_TABLE]
     assert insert_id == f"{msg.message_id}:{error_type}:minimal"
     assert row["dead_letter_id"] == row["pubsub_message_id"] == msg.message_id
@@ -404,12 +385,12 @@ def test_when_even_the_minimal_dead_letter_row_is_refused_the_message_is_not_ack
         make_loader(warehouse).handle(msg)
 
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
-    assert warehouse.calls.count((DEAD_LETTER_TABLE, 1)) == 2
+    assert sizes(warehouse).count((DEAD_LETTER_TABLE, 1)) == 2
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
 
 def test_an_unexpected_warehouse_error_propagates_and_is_not_dead_lettered() -> None:
-    warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TypeError("client bug")]})
+    warehouse = scripted(failures={EVENTS_TABLE: [TypeError("client bug")]})
     with pytest.raises(TypeError):
         make_loader(warehouse).handle(message(age=timedelta(days=2)))
     assert warehouse.rows(DEAD_LETTER_TABLE) == []
@@ -432,7 +413,7 @@ def test_logs_name_the_message_but_never_contain_the_payload(
     caplog: pytest.LogCaptureFixture, data: Any, failures: dict[str, list[BaseException]], expected: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    warehouse = ScriptedWarehouse(failures=failures)
+    warehouse = scripted(failures=failures)
     try:
         outcome = make_loader(warehouse).handle(message(data, message_id="3333"))
     except TransientError:
@@ -454,7 +435,7 @@ def test_logs_name_the_message_but_never_contain_the_payload(
 
 def test_a_too_old_dead_letter_log_never_contains_the_payload(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    warehouse = ScriptedWarehouse(failures={EVENTS_TABLE: [TransientError("503")]})
+    warehouse = scripted(failures={EVENTS_TABLE: [TransientError("503")]})
     outcome = make_loader(warehouse).handle(message(event(context={"card": SECRET}), age=timedelta(days=3)))
     assert outcome.error_type == "too_old"
     assert SECRET not in all_log_text(caplog.records)
@@ -464,7 +445,7 @@ def test_a_schema_violation_never_echoes_the_offending_value_into_logs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    warehouse = ScriptedWarehouse()
+    warehouse = scripted()
     outcome = make_loader(warehouse).handle(message(event(timestamp=SECRET)))
     assert outcome.error_type == "schema_violation"
     assert SECRET in the_dead_letter(warehouse)["error_message"]  # the dead-letter table may keep it
