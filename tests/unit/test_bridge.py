@@ -20,8 +20,14 @@ from hypothesis import strategies as st
 from jupiter_data.domain import sns
 from jupiter_data.logs import JsonFormatter
 from jupiter_data.ports import PermanentError, TransientError
-from jupiter_data.services.bridge import RAW_DELIVERY_HINT, Bridge, CertificateCache, Reply
-from jupiter_data.settings import BridgeSettings
+from jupiter_data.services.bridge import (
+    RAW_DELIVERY_HINT,
+    Bridge,
+    BridgeSettings,
+    CertificateCache,
+    Reply,
+    bootstrap,
+)
 from tests.fakes import FakeClock, FakePublisher
 from tests.sns_signing import (
     CERT_URL,
@@ -116,7 +122,9 @@ def make_world(
     gateway = gateway or FakeGateway()
     publisher = publisher or FakePublisher()
     clock = FakeClock(NOW)
-    return World(gateway, publisher, clock, Bridge(bridge_settings(**overrides), gateway, publisher, clock))
+    settings = bridge_settings(**overrides)
+    bridge = bootstrap(bridge_settings=settings, gateway=gateway, publisher=publisher, clock=clock)
+    return World(gateway, publisher, clock, bridge)
 
 
 @pytest.fixture

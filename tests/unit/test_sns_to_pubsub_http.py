@@ -22,10 +22,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from jupiter_data import bootstrap
 from jupiter_data.ports import TransientError
-from jupiter_data.services.bridge import Bridge
-from jupiter_data.settings import SettingsError, get_bridge_settings
+from jupiter_data.services import bridge
+from jupiter_data.settings import SettingsError, clear_settings_cache
 from tests.conftest import REPO_ROOT
 from tests.fakes import FakeClock, FakePublisher
 from tests.sns_signing import CERT_URL, SUBSCRIBE_URL, TOPIC_ARN, Signer, body
@@ -87,9 +86,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     monkeypatch.delitem(sys.modules, "main", raising=False)  # ... and registers the module as 'main'
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    get_bridge_settings.cache_clear()
+    clear_settings_cache()
     yield monkeypatch
-    get_bridge_settings.cache_clear()
+    clear_settings_cache()
     root.handlers, root.level = handlers, level  # cold_start() installed its JSON handler
 
 
@@ -100,8 +99,15 @@ def served(isolated: pytest.MonkeyPatch) -> Served:
     gateway, publisher = RecordingGateway(), FlakyPublisher()
     app = functions_framework.create_app(target="sns_to_pubsub", source=SOURCE, signature_type="http")
     # The settings the cold start read from the environment, with fakes instead of SNS and Pub/Sub.
-    fake = Bridge(get_bridge_settings(), gateway, publisher, FakeClock(NOW))
-    isolated.setattr(bootstrap, "bridge", lambda: fake)
+    main = sys.modules["main"]
+    fake = bridge.bootstrap(
+        main.settings,
+        bridge_settings=main.bridge_settings,
+        gateway=gateway,
+        publisher=publisher,
+        clock=FakeClock(NOW),
+    )
+    isolated.setattr(main, "bridge", lambda: fake)
     return Served(app.test_client(), gateway, publisher)
 
 
@@ -367,7 +373,7 @@ def test_no_body_gets_a_5xx_or_an_error_log(
 
 
 def _cold_start_error(isolated: pytest.MonkeyPatch) -> SettingsError:
-    isolated.setattr(bootstrap, "bridge", lambda: pytest.fail("a failed cold start must not build a bridge"))
+    isolated.setattr(bridge, "bootstrap", lambda *_, **__: pytest.fail("a failed cold start built a bridge"))
     with pytest.raises(SettingsError) as err:
         functions_framework.create_app(target="sns_to_pubsub", source=SOURCE, signature_type="http")
     return err.value
@@ -383,7 +389,7 @@ def test_a_cold_start_reads_the_environment_not_a_previous_instance(isolated: py
     isolated.setenv("SNS_ALLOWED_TOPIC_ARNS", TOPIC_ARN)
     app = functions_framework.create_app(target="sns_to_pubsub", source=SOURCE, signature_type="http")
     assert isinstance(app, flask.Flask)
-    get_bridge_settings.cache_clear()  # a new instance
+    clear_settings_cache()  # a new instance
     isolated.delenv("SNS_ALLOWED_TOPIC_ARNS")
     assert "SNS_ALLOWED_TOPIC_ARNS" in _cold_start_error(isolated).problems
 
