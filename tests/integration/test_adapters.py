@@ -7,9 +7,11 @@ import gzip
 import hashlib
 import io
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,48 @@ def test_warehouse_rejects_mismatched_row_ids(kind: str, request: pytest.Fixture
         warehouse, table = BigQueryWarehouse(bigquery_client(settings)), _scratch_table(settings)
     with pytest.raises(ValueError, match="differ in length"):
         warehouse.insert_rows(table, [{"id": "a", "n": 1}], [])
+
+
+class _RefusingBigQuery(BaseHTTPRequestHandler):
+    """Answers insertAll as BigQuery does when a row is invalid and skipInvalidRows is off: 200 with
+    ``insertErrors``, and the whole request stored nowhere. (The emulator stores invalid rows instead.)"""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        errors = [{"index": 1, "errors": [{"reason": "invalid", "location": "n", "message": "not an INT64"}]}]
+        body = json.dumps({"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": errors}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["fake", "bigquery"])
+def test_warehouse_refuses_a_call_holding_a_bad_row_with_a_value_error_naming_the_table(kind: str) -> None:
+    """What the loader's batcher relies on: a call BigQuery refuses raises ValueError (never retried),
+    storing none of its rows. The fake refuses the rows its ``reject`` matches."""
+    rows, ids = [{"id": "a", "n": 1}, {"id": "b", "n": "not a number"}], ["a", "b"]
+    if kind == "fake":
+        fake = FakeWarehouse(reject=lambda row: not isinstance(row["n"], int))
+        with pytest.raises(ValueError, match=r"rejected by ops\.t"):
+            fake.insert_rows("ops.t", rows, ids)
+        fake.insert_rows("ops.t", [{"id": "c", "n": 3}], ["c"])
+        assert fake.row_ids("ops.t") == ["c"]
+        return
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingBigQuery)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = {"BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{server.server_address[1]}"}
+        settings = Settings.from_env({"GOOGLE_CLOUD_PROJECT": "jupiter-local", **endpoint})
+        with pytest.raises(ValueError, match=r"rejected by ops\.t"):
+            BigQueryWarehouse(bigquery_client(settings)).insert_rows("ops.t", rows, ids)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(params=["fake", "pubsub"])

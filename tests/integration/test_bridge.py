@@ -14,14 +14,12 @@ import pytest
 
 from jupiter_data.adapters.clients import publisher_client
 from jupiter_data.adapters.pubsub import PubSubPublisher
-from jupiter_data.adapters.sns_http import SnsHttpGateway
 from jupiter_data.domain import sns
 from jupiter_data.local.pubsub_emulator import PubSubEmulator
 from jupiter_data.local.supervisor import free_port
 from jupiter_data.local.tap import TopicTap
-from jupiter_data.ports import SystemClock
-from jupiter_data.services.bridge import Bridge
-from jupiter_data.settings import BridgeSettings, Settings
+from jupiter_data.services.bridge import Bridge, BridgeSettings, bootstrap
+from jupiter_data.settings import Settings
 from tests.sns_signing import CERT_URL, TOPIC_ARN, Signer, body, make_certificate
 
 
@@ -74,7 +72,7 @@ def make_bridge(settings: Settings, base_url: str, timeout: float = 10.0) -> Bri
         cert_base_url=base_url,
     )
     publisher = PubSubPublisher(publisher_client(settings), settings.project, timeout=timeout)
-    return Bridge(bridge_settings, SnsHttpGateway(base_url=base_url), publisher, SystemClock())
+    return bootstrap(settings, bridge_settings=bridge_settings, publisher=publisher)
 
 
 @pytest.mark.parametrize("version", ["1", "2"])

@@ -23,12 +23,17 @@ from jupiter_data.adapters.bigquery import BigQueryWarehouse
 from jupiter_data.adapters.clients import bigquery_client
 from jupiter_data.domain.events import DEAD_LETTER_TABLE, EVENTS_TABLE, PubSubMessage
 from jupiter_data.ports import Row, SystemClock, TransientError
-from jupiter_data.services.loader import Loader
-from jupiter_data.services.replay import replay_dead_letters
-from jupiter_data.settings import LoaderSettings, Settings
+from jupiter_data.services import loader as loader_service
+from jupiter_data.services import replay
+from jupiter_data.services.loader import Loader, LoaderSettings
+from jupiter_data.settings import Settings
 
 LOADER_SETTINGS = LoaderSettings(
-    max_retry_age=timedelta(hours=24), batch_max_rows=500, batch_max_wait_ms=20, function_version="test"
+    max_retry_age=timedelta(hours=24),
+    threads=None,
+    batch_max_rows=500,
+    batch_max_wait_ms=20,
+    function_version="test",
 )
 
 
@@ -48,7 +53,7 @@ def query(settings: Settings, sql: str, **params: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def loader(settings: Settings) -> Loader:
-    return Loader(LOADER_SETTINGS, BigQueryWarehouse(bigquery_client(settings)), SystemClock())
+    return loader_service.bootstrap(settings, loader_settings=LOADER_SETTINGS)  # on the emulator
 
 
 def test_the_same_sns_message_delivered_three_times_is_one_row_per_event_in_the_view(
@@ -97,8 +102,8 @@ def test_poison_messages_are_dead_lettered_and_good_ones_loaded(settings: Settin
 
 def test_replay_loads_what_passes_now_and_only_once(settings: Settings, loader: Loader) -> None:
     user = f"user-{uuid.uuid4().hex}"
-    warehouse = BigQueryWarehouse(bigquery_client(settings))
-    replay_dead_letters(warehouse, SystemClock())  # other tests' dead letters: out of this test's window
+    replays = replay.bootstrap(settings)  # on the emulator, as the CLI builds it
+    replays.run()  # other tests' dead letters: out of this test's window
     since = datetime.now(UTC)
     # Dead letters as a loader that was failing (too_old) left them, plus one that is still invalid.
     fixable = message([event(user, 1), event(user, 2)])
@@ -106,14 +111,14 @@ def test_replay_loads_what_passes_now_and_only_once(settings: Settings, loader: 
     for msg, reason in ((fixable, "too_old"), (broken, "invalid_json")):
         loader._dead_letter(msg, reason, "simulated", {})
 
-    dry = replay_dead_letters(warehouse, SystemClock(), since=since, dry_run=True)
+    dry = replays.run(since=since, dry_run=True)
     assert (dry.pending, dry.loaded, dry.rows, dry.still_invalid) == (2, 1, 2, {"invalid_json": 1})
     assert query(settings, "SELECT COUNT(*) AS n FROM `ops.user_events` WHERE user_id = @u", u=user) == [
         {"n": 0}
     ]
 
-    first = replay_dead_letters(warehouse, SystemClock(), since=since)
-    second = replay_dead_letters(warehouse, SystemClock(), since=since)
+    first = replays.run(since=since)
+    second = replays.run(since=since)
     assert (first.loaded, first.rows) == (1, 2)
     assert (second.pending, second.loaded) == (1, 0), "only the still-invalid one is left"
     rows = query(
