@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from jupiter_data.logs import JsonFormatter
+from tests.conftest import REPO_ROOT
 
 
 class RecordingEnv(dict[str, str]):
-    """An environment that records which variables were read, to hold *_SETTING_NAMES to the code."""
+    """An environment that records which variables were read, to hold ``names()`` to the code."""
 
     def __init__(self, values: dict[str, str]) -> None:
         super().__init__(values)
@@ -40,3 +43,11 @@ def all_log_text(records: list[logging.LogRecord]) -> str:
             formatter.format(record),
         ]
     return "\n".join(parts)
+
+
+def write_manifest(folder: Path, **changes: Any) -> Path:
+    """A valid ``function.json`` in ``folder`` (created): the bridge's, with ``changes``."""
+    raw = json.loads((REPO_ROOT / "functions" / "sns_to_pubsub" / "function.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "function.json").write_text(json.dumps({**raw, **changes}, indent=2))
+    return folder

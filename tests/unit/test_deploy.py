@@ -11,6 +11,7 @@ import pytest
 
 from jupiter_data import deploy
 from jupiter_data.deploy import DeployError, PlanSummary, summarise
+from tests.support import write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = {
@@ -59,7 +60,7 @@ def repo(tmp_path: Path) -> Path:
     for env in deploy.ENVIRONMENTS:
         deploy.environment_dir(tmp_path, env).mkdir(parents=True)
     (tmp_path / "functions" / "hello" / "main.py").write_text("def hello(request):\n    return 'hi'\n")
-    (tmp_path / "functions" / "hello" / "requirements.in").write_text("functions-framework\n")
+    write_manifest(tmp_path / "functions" / "hello", requirements=["functions-framework"])
     shutil.copy(REPO / "Pipfile.lock", tmp_path / "Pipfile.lock")
     shutil.copy(REPO / "Pipfile", tmp_path / "Pipfile")
     shutil.copytree(REPO / "shared" / "jupiter_data", tmp_path / "shared" / "jupiter_data",

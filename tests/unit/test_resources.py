@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 from jupiter_data.resources import SCHEMAS, ManifestError, load_functions, load_resources, read_manifest
 from jupiter_data.settings import FromEnv
 from tests.conftest import REPO_ROOT
+from tests.support import write_manifest
 
 FUNCTIONS = REPO_ROOT / "functions"
 FUNCTION_ORDER = ["sns_to_pubsub", "pubsub_to_bigquery", "sync_amplitude", "fetch_from_bigquery"]
@@ -60,11 +61,7 @@ def test_bucket_names_are_prefixed_by_project_and_roles_are_checked() -> None:
 
 def scratch_function(tmp_path: Path, name: str = "collector", **changes: Any) -> Path:
     """A copy of the bridge's manifest under a new folder, with ``changes``."""
-    raw = {**json.loads((FUNCTIONS / "sns_to_pubsub" / "function.json").read_text()), **changes}
-    folder = tmp_path / name
-    folder.mkdir(parents=True)
-    (folder / "function.json").write_text(json.dumps(raw))
-    return folder
+    return write_manifest(tmp_path / name, **changes)
 
 
 def test_a_new_function_folder_is_found_with_its_manifest(tmp_path: Path) -> None:
@@ -90,7 +87,7 @@ def test_a_manifest_breaking_the_schema_is_refused_naming_the_field(
     tmp_path: Path, changes: dict[str, Any], expected: str
 ) -> None:
     folder = scratch_function(tmp_path, **changes)
-    with pytest.raises(ManifestError, match="functions/collector/function.json: ") as err:
+    with pytest.raises(ManifestError, match=r"functions/collector/function\.json: ") as err:
         read_manifest(folder)
     assert expected in str(err.value)
 
