@@ -354,8 +354,3 @@ _EMULATOR_FIELDS = (
     "bigquery_emulator_host",
     "bigquery_storage_emulator_host",
 )
-
-
-def get_settings() -> Settings:
-    """The shared settings of this process (cached)."""
-    return load_settings(Settings)
