@@ -50,9 +50,6 @@ class AlertDef:
     window_seconds: int
     runbook: str
 
-    def matches(self, message: str) -> bool:
-        return bool(re.search(self.message, message)) if self.match == "regex" else message == self.message
-
 
 @dataclass(frozen=True)
 class FunctionDef:
