@@ -402,17 +402,14 @@ def test_grants_come_from_the_manifests() -> None:
     ]
     (content,) = functions["content"]
     assert attr(content, "user_by_email") == "${module.functions[access.key].service_account_email}"
-    for grants, field in (
-        ("function_table_grants", "f.table_access"),
-        ("bucket_grants", "f.bucket_access"),
-        ("topic_grants", "f.topic_access"),
-    ):
-        assert has(local[grants], field), grants
+    assert has(local["grants"], "for kind in ['table', 'bucket', 'topic'] : kind =>")
+    assert has(local["grants"], 'for target, role in f["${kind}_access"]')
+    assert has(local["function_table_grants"], "for key, grant in local.grants.table")
     assert has(local["table_grants"], "merge(local.function_table_grants, local.analyst_table_grants)")
     for path, kind, name, grants in (
         ("bigquery.tf", "google_bigquery_table_iam_member", "tables", "table_grants"),
-        ("storage.tf", "google_storage_bucket_iam_member", "functions", "bucket_grants"),
-        ("pubsub.tf", "google_pubsub_topic_iam_member", "functions", "topic_grants"),
+        ("storage.tf", "google_storage_bucket_iam_member", "functions", "grants.bucket"),
+        ("pubsub.tf", "google_pubsub_topic_iam_member", "functions", "grants.topic"),
     ):
         assert attr(resource(PLATFORM / path, kind, name), "for_each") == f"${{local.{grants}}}"
 

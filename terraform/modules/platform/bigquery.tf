@@ -93,13 +93,8 @@ locals {
   # not an authorized view (that needs it in a dataset of its own), so its readers also read the table
   # it selects from; never the dead-letter tables.
   function_table_grants = {
-    for grant in flatten([
-      for name, f in local.functions : [
-        for table, role in f.table_access : { function = name, table = table, role = role }
-      ]
-    ]) :
-    "${grant.function}-${grant.table}" => {
-      table  = grant.table
+    for key, grant in local.grants.table : key => {
+      table  = grant.target
       role   = grant.role
       member = "serviceAccount:${module.functions[grant.function].service_account_email}"
     }

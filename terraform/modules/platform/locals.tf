@@ -16,6 +16,19 @@ locals {
     for topic, t in local.resources.pubsub.topics : t.hold_subscription => topic if can(t.hold_subscription)
   }
 
+  # Each function's grants on single resources (function.json "table_access", "bucket_access" and
+  # "topic_access"), by kind, each keyed "<function>-<resource>".
+  grants = {
+    for kind in ["table", "bucket", "topic"] : kind => {
+      for grant in flatten([
+        for name, f in local.functions : [
+          for target, role in f["${kind}_access"] : { function = name, target = target, role = role }
+        ]
+      ]) :
+      "${grant.function}-${grant.target}" => grant
+    }
+  }
+
   tables = local.resources.bigquery.tables
   views  = local.resources.bigquery.views
 

@@ -94,21 +94,10 @@ resource "google_pubsub_subscription_iam_member" "dead_letter_subscriber" {
 }
 
 # The manifests' "topic_access": function => role on a topic of resources.json.
-locals {
-  topic_grants = {
-    for grant in flatten([
-      for name, f in local.functions : [
-        for topic, role in f.topic_access : { function = name, topic = topic, role = role }
-      ]
-    ]) :
-    "${grant.function}-${grant.topic}" => grant
-  }
-}
-
 resource "google_pubsub_topic_iam_member" "functions" {
-  for_each = local.topic_grants
+  for_each = local.grants.topic
   project  = var.project_id
-  topic    = google_pubsub_topic.topics[each.value.topic].name
+  topic    = google_pubsub_topic.topics[each.value.target].name
   role     = each.value.role
   member   = "serviceAccount:${module.functions[each.value.function].service_account_email}"
 }

@@ -97,20 +97,9 @@ resource "google_storage_bucket" "access_logs" {
 
 # The manifests' "bucket_access": function => role on a bucket of resources.json. BigQuery load jobs
 # run as the function and read its staged objects with its identity.
-locals {
-  bucket_grants = {
-    for grant in flatten([
-      for name, f in local.functions : [
-        for bucket, role in f.bucket_access : { function = name, bucket = bucket, role = role }
-      ]
-    ]) :
-    "${grant.function}-${grant.bucket}" => grant
-  }
-}
-
 resource "google_storage_bucket_iam_member" "functions" {
-  for_each = local.bucket_grants
-  bucket   = google_storage_bucket.buckets[each.value.bucket].name
+  for_each = local.grants.bucket
+  bucket   = google_storage_bucket.buckets[each.value.target].name
   role     = each.value.role
   member   = "serviceAccount:${module.functions[each.value.function].service_account_email}"
 }
