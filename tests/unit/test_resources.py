@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from jupiter_data.local.stack import StackPorts
 from jupiter_data.resources import SCHEMAS, ManifestError, load_functions, load_resources, read_manifest
 from jupiter_data.settings import FromEnv
 from tests.conftest import REPO_ROOT
@@ -16,10 +18,16 @@ FUNCTIONS = REPO_ROOT / "functions"
 FUNCTION_ORDER = ["sns_to_pubsub", "pubsub_to_bigquery", "sync_amplitude", "fetch_from_bigquery"]
 
 
-def test_functions_are_listed_in_product_order_on_ports_8081_to_8084() -> None:
+def test_functions_are_listed_in_product_order_by_port_the_pipeline_first_on_8081_to_8084() -> None:
     functions = load_functions()
-    assert [f.name for f in functions] == FUNCTION_ORDER
-    assert [f.local_port for f in functions] == [8081, 8082, 8083, 8084]
+    assert [f.local_port for f in functions] == sorted(f.local_port for f in functions)
+    pipeline = [(f.name, f.local_port) for f in functions][:4]
+    assert pipeline == list(zip(FUNCTION_ORDER, range(8081, 8085), strict=True))
+
+
+def test_no_function_takes_an_emulators_port_in_make_run() -> None:
+    emulators = set(dataclasses.astuple(StackPorts()))
+    assert not [f.name for f in load_functions() if f.local_port in emulators]
 
 
 def test_every_function_folder_has_a_manifest_and_every_manifest_its_code() -> None:
