@@ -45,7 +45,7 @@ typecheck: install
 test: lint typecheck  ## ruff, mypy, then unit, integration and e2e tests
 	$(PY) -m pytest tests
 
-unit: install  ## unit tests only (no I/O)
+unit: install  ## unit tests only (no emulators or network)
 	$(PY) -m pytest tests/unit
 
 integration: install

@@ -302,10 +302,14 @@ class Settings(FromEnv):
         "JUPITER_ENV",
         one_of(ENVIRONMENTS),
         default="local",
-        doc="local, staging or production; required on Cloud Run",
+        doc=(
+            "`local`, `staging` or `production`; deployed environments refuse emulator hosts. When "
+            "`K_SERVICE` is set (Cloud Run sets it), a missing `JUPITER_ENV` is a cold-start error: a"
+            " deployed instance never runs as `local`"
+        ),
     )
     log_level: str = setting(
-        "LOG_LEVEL", one_of(LOG_LEVELS, upper=True), default="INFO", doc="DEBUG ... CRITICAL"
+        "LOG_LEVEL", one_of(LOG_LEVELS, upper=True), default="INFO", doc="`DEBUG` … `CRITICAL`"
     )
     pubsub_emulator_host: str | None = setting(
         "PUBSUB_EMULATOR_HOST", host_port, optional=True, doc="local Pub/Sub emulator"
@@ -327,7 +331,7 @@ class Settings(FromEnv):
         str,
         optional=True,
         platform=True,
-        doc="the Cloud Run service: JUPITER_ENV is then required",
+        doc="the Cloud Run service; `JUPITER_ENV` is then required",
     )
 
     @property

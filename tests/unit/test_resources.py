@@ -138,3 +138,17 @@ def test_a_settings_entry_that_is_not_a_settings_class_is_refused(tmp_path: Path
     function = read_manifest(scratch_function(tmp_path, settings="jupiter_data.settings:Setting"))
     with pytest.raises(ManifestError, match="is not a settings class"):
         function.settings_class()
+
+
+def test_each_settings_table_in_the_docs_is_the_one_the_declarations_render() -> None:
+    """The docs' settings tables derive from the settings declarations: paste the rendered table when
+    this fails (``jupiter_data.settings.markdown_table``)."""
+    from jupiter_data.settings import Settings, markdown_table
+
+    readmes = {REPO_ROOT / "functions" / "README.md": Settings}
+    readmes.update(
+        {REPO_ROOT / "functions" / f.name / "README.md": f.settings_class() for f in load_functions()}
+    )
+    for readme, declared in readmes.items():
+        table = markdown_table(declared)
+        assert table in readme.read_text(), f"{readme}: its settings table should be\n{table}"

@@ -33,17 +33,27 @@ class DataApiSettings(FromEnv):
         _key_file,
         optional=True,
         secret=True,
-        doc="mounted Secret Manager file of name:sha256 key digests, re-read every minute",
+        doc=(
+            "deployed: `/secrets/fetch-api-keys/keys`, the `fetch-api-keys` secret mounted by Cloud "
+            "Run at version `latest`; entries `name:sha256hex`, separated by commas or newlines, at "
+            "most 64 KiB"
+        ),
     )
     inline_keys: ApiKeys | None = setting(
         "FETCH_API_KEYS",
         ApiKeys.parse,
         local_only=True,
         secret=True,
-        doc="the key digests inline (local stack and tests)",
+        doc=(
+            "the same list inline, accepted only with `JUPITER_ENV=local`; the local stack uses it. "
+            "Exactly one of the two is set"
+        ),
     )
     max_range_days: int = setting(
-        "FETCH_MAX_RANGE_DAYS", int_between(1, 3660), default="92", doc="longest date range"
+        "FETCH_MAX_RANGE_DAYS",
+        int_between(1, 3660),
+        default="92",
+        doc="longest date range a call may ask for",
     )
     max_bytes_billed: int = setting(
         "FETCH_MAX_BYTES_BILLED",

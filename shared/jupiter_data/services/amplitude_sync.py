@@ -52,15 +52,15 @@ class AmplitudeSettings(FromEnv):
         "AMPLITUDE_API_BASE_URL",
         base_url,
         default="https://amplitude.com",
-        doc="https://analytics.eu.amplitude.com for EU projects",
+        doc="EU projects `https://analytics.eu.amplitude.com`; plain http only with `JUPITER_ENV=local`",
     )
-    api_key: str = setting("AMPLITUDE_API_KEY", str, secret=True, doc="project API key")
-    secret_key: str = setting("AMPLITUDE_SECRET_KEY", str, secret=True, doc="project secret key")
+    api_key: str = setting("AMPLITUDE_API_KEY", str, secret=True, doc="never in argv, logs or `repr`")
+    secret_key: str = setting("AMPLITUDE_SECRET_KEY", str, secret=True, doc="never in argv, logs or `repr`")
     max_bad_fraction: float = setting(
         "AMPLITUDE_MAX_BAD_LINES",
         fraction,
         default="0.001",
-        doc="malformed lines a day may have (0.001 = 0.1 %)",
+        doc="fraction of malformed lines past which the day fails before anything is loaded",
     )
     # A window whose zip grows past this is fetched again as two halves, so /tmp (memory on Cloud
     # Functions) holds at most about 3.5x this at a time (the zip and its staged outputs).
@@ -68,7 +68,7 @@ class AmplitudeSettings(FromEnv):
         "AMPLITUDE_MAX_WINDOW_BYTES",
         int_between(1 << 20, 4 << 30),
         default=str(256 << 20),
-        doc="a larger export window is split in two",
+        doc="a window whose zip grows past it is fetched again as two halves (below)",
     )
 
     @classmethod

@@ -44,19 +44,36 @@ class BridgeSettings(FromEnv):
     """What ``sns_to_pubsub`` reads on top of ``Settings``."""
 
     allowed_topic_arns: frozenset[str] = setting(
-        "SNS_ALLOWED_TOPIC_ARNS", topic_arns, doc="comma-separated SNS topic ARNs accepted"
+        "SNS_ALLOWED_TOPIC_ARNS",
+        topic_arns,
+        doc="comma-separated SNS topic ARNs whose messages are accepted; any other topic gets 403",
     )
     # SNS retries for up to an hour and event ids are stable: a late retry is safe to accept.
     max_message_age: timedelta = setting(
-        "SNS_MAX_MESSAGE_AGE", duration, default="2h", doc="older notifications are refused"
+        "SNS_MAX_MESSAGE_AGE",
+        duration,
+        default="2h",
+        doc=(
+            "older messages are refused; SNS retries for up to an hour and event ids are stable, so a"
+            " late retry is accepted; seconds or `90m`/`2h`"
+        ),
     )
     events_topic: str = setting(
-        "SNS_EVENTS_TOPIC", topic_name, default="sns-events", doc="Pub/Sub topic republished to"
+        "SNS_EVENTS_TOPIC",
+        topic_name,
+        default="sns-events",
+        doc="Pub/Sub topic the notifications are republished to",
     )
     # Fetch SNS certificates (and confirm subscriptions) from this base URL instead of the SNS host the
     # message names: the local SNS emulator.
     cert_base_url: str | None = setting(
-        "SNS_CERT_BASE_URL", loopback_url, local_only=True, doc="the local SNS emulator"
+        "SNS_CERT_BASE_URL",
+        loopback_url,
+        local_only=True,
+        doc=(
+            "fetch certificates and confirm subscriptions at `http://127.0.0.1:PORT` + the original "
+            "path instead of the SNS host; refused unless `JUPITER_ENV=local`"
+        ),
     )
 
 

@@ -29,7 +29,7 @@ class LoaderSettings(FromEnv):
         "LOADER_MAX_RETRY_AGE",
         reachable_retry_age,
         default="90m",
-        doc="a message failing for longer is dead-lettered as too_old",
+        doc="a message still failing after this is dead-lettered as `too_old` instead of retrying forever",
     )
     # Terraform and the local stack set THREADS to function.json's concurrency: that one number sizes
     # both the requests an instance serves at once and the batch their rows fill.
@@ -43,16 +43,20 @@ class LoaderSettings(FromEnv):
         "LOADER_BATCH_MAX_ROWS",
         int_between(1, 10_000),
         optional=True,
-        doc="rows per insert; unset: THREADS, so a batch fills from the requests served together",
+        doc="rows one shared insert waits for at most; unset: `THREADS`, the function's concurrency",
     )
     batch_max_wait_ms: int = setting(
         "LOADER_BATCH_MAX_WAIT_MS",
         int_between(0, 1_000),
         default="50",
-        doc="how long a batch waits for more rows",
+        doc="how long the first invocation of a batch waits for others",
     )
     function_version: str = setting(
-        "K_REVISION", str, default="local", platform=True, doc="recorded with every row"
+        "K_REVISION",
+        str,
+        default="local",
+        platform=True,
+        doc="recorded as the function version in dead letters",
     )
 
     @property
